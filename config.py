@@ -1,0 +1,90 @@
+"""Plain defaults in one place, the three tasks, and a quiet TensorFlow import.
+
+Public names:
+  TASKS, SMILE, EMOTION, GENDER   task indexes as stored beside each sample (1, 2, 3)
+  NUM_CLASSES, CLASS_NAMES, TASK_NAMES, LABEL_WIDTH
+  IMAGE_SIZE                      faces are IMAGE_SIZE x IMAGE_SIZE grayscale
+  DEFAULTS                        training / model defaults; every CLI flag overrides one
+  import_tf(onednn)               TensorFlow with its start-up chatter silenced
+  session_config()                a ConfigProto that trains on a GPU when there is one
+"""
+import contextlib
+import os
+import sys
+
+IMAGE_SIZE = 48
+
+# The handout's check cell asserts index in {1.0, 2.0, 3.0}.
+SMILE, EMOTION, GENDER = 1, 2, 3
+TASKS = (SMILE, EMOTION, GENDER)
+TASK_NAMES = {SMILE: 'smile', EMOTION: 'emotion', GENDER: 'gender'}
+NUM_CLASSES = {SMILE: 2, EMOTION: 7, GENDER: 2}
+CLASS_NAMES = {
+    SMILE: ('non_smile', 'smile'),
+    EMOTION: ('angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral'),
+    GENDER: ('female', 'male'),
+}
+LABEL_WIDTH = max(NUM_CLASSES.values())  # one-hot labels are 7 wide; smile/gender use the first 2
+
+DEFAULTS = dict(
+    data_dir='data',
+    checkpoint_dir='checkpoints',
+    epochs=10,
+    batch_size=128,
+    optimizer='momentum',       # 'momentum' (Nesterov, 0.9) or 'adam'
+    learning_rate=0.01,
+    lr_schedule='step',         # 'step': staircase exponential decay; 'cosine': to zero over the run
+    lr_decay_rate=0.5,          # step schedule: multiply by this ...
+    lr_decay_epochs=4,          # ... every this many epochs
+    weight_decay=5e-4,
+    keep_prob=0.5,
+    augment=True,
+    aug_pad=10,                 # pad + random crop shift, pixels
+    task_weights=(1.0, 1.0, 1.0),  # smile, emotion, gender: copies of each train set per epoch
+    seed=1234,
+    max_steps=0,                # stop after this many global steps (0 = no cap)
+    keep_checkpoints=3,
+)
+
+
+def import_tf(onednn=None):
+    """Import TensorFlow quietly and return its tf.compat.v1 module.
+
+    onednn: True/False sets TF_ENABLE_ONEDNN_OPTS unless the user already set it (it only
+    takes effect if TensorFlow is not imported yet); None leaves the variable alone.
+    """
+    if onednn is not None:
+        os.environ.setdefault('TF_ENABLE_ONEDNN_OPTS', '1' if onednn else '0')
+    os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+    if 'tensorflow' not in sys.modules:
+        with _stderr_silenced():  # C++ logs printed before absl is initialised ignore the env var
+            import tensorflow  # noqa: F401
+    import tensorflow as tf
+    tf.get_logger().setLevel('ERROR')
+    return tf.compat.v1
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    try:
+        saved = os.dup(2)
+    except OSError:  # no real stderr (some notebook front ends)
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        sys.stderr.flush()
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def session_config():
+    """Soft placement and on-demand GPU memory: the same graph runs on CPU or a Colab GPU."""
+    tf = import_tf()
+    cfg = tf.ConfigProto(allow_soft_placement=True)
+    cfg.gpu_options.allow_growth = True
+    return cfg

@@ -1,0 +1,158 @@
+"""The practice's data provider: one Dataset mixing the three tasks.
+
+Public names:
+  Dataset(data_type='train'|'public_test'|'private_test', batch_size=128, ...)
+    .all_data   sequence of (img float32 48x48x1, one-hot label (7,), task index) like the handout's list
+    .gen()      one epoch of (batch_images, batch_labels, batch_indexes); reshuffled per call
+  augment_batch(images, rng, pad)   random shift, horizontal flip and rotation, vectorised
+  one_hot(labels)                   int labels -> (N, 7) float32
+"""
+import numpy as np
+
+from config import IMAGE_SIZE, LABEL_WIDTH, TASKS
+import data_utils
+
+MAX_ROTATION_DEG = 10.0
+
+
+def one_hot(labels):
+    out = np.zeros((len(labels), LABEL_WIDTH), dtype=np.float32)
+    out[np.arange(len(labels)), labels] = 1.0
+    return out
+
+
+class _AllData(object):
+    """Read-only list view over the arrays: all_data[i] -> (img, label, index), built on demand.
+
+    The handout stores a list of float tuples; 62K of them would take ~600 MB, the uint8
+    arrays behind this view take 145 MB.
+    """
+
+    def __init__(self, dataset):
+        self._ds = dataset
+
+    def __len__(self):
+        return len(self._ds.labels)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        ds = self._ds
+        img = data_utils.normalize(ds.images[i])[..., None]
+        return img, one_hot(ds.labels[[i]])[0], float(ds.indexes[i])
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+
+class Dataset(object):
+    """All three tasks' samples of one data type, in one shuffled stream of mixed batches.
+
+    data_type: 'train' (smile train + emotion train + gender train), 'public_test' (smile test +
+      emotion public test + gender test) or 'private_test' (the same with emotion private test).
+    shuffle: reshuffle at the start of every gen() call; defaults to True only for 'train'.
+    augment: random shift/flip/rotation of training batches (never use it on a test set).
+    task_weights: (smile, emotion, gender) copies of each task's samples per epoch; 2.5 means
+      two full passes plus a random half. Only for training.
+    """
+
+    def __init__(self, data_type='train', batch_size=128, data_dir='data', shuffle=None, augment=False,
+                 aug_pad=10, task_weights=None, seed=None, allow_pickle=False, verbose=True):
+        data = data_utils.read_data(data_dir, data_type, allow_pickle=allow_pickle, verbose=verbose)
+        self.data_type = data_type
+        self.batch_size = int(batch_size)
+        self.shuffle = (data_type == 'train') if shuffle is None else bool(shuffle)
+        self.augment = bool(augment)
+        self.aug_pad = int(aug_pad)
+        self.task_weights = tuple(float(w) for w in task_weights) if task_weights is not None else None
+        if self.task_weights is not None and (len(self.task_weights) != len(TASKS) or min(self.task_weights) < 0):
+            raise ValueError('task_weights needs %d non-negative numbers, got %r' % (len(TASKS), task_weights))
+        self.rng = np.random.RandomState(seed)
+        self.images = np.concatenate([data[t][0] for t in TASKS])
+        self.labels = np.concatenate([data[t][1] for t in TASKS]).astype(np.int64)
+        self.indexes = np.concatenate([np.full(len(data[t][1]), t, dtype=np.float32) for t in TASKS])
+        self.task_sizes = {t: len(data[t][1]) for t in TASKS}
+        self.all_data = _AllData(self)
+
+    def epoch_order(self):
+        """The sample order of one epoch (task weights applied, shuffled if asked)."""
+        if self.task_weights is None:
+            order = np.arange(len(self.labels))
+        else:
+            parts, start = [], 0
+            for task, weight in zip(TASKS, self.task_weights):
+                n = self.task_sizes[task]
+                whole, frac = int(weight), weight - int(weight)
+                parts += [np.arange(start, start + n)] * whole
+                parts.append(start + self.rng.choice(n, int(round(frac * n)), replace=False))
+                start += n
+            order = np.concatenate(parts)
+        if self.shuffle:
+            self.rng.shuffle(order)
+        return order
+
+    def steps_per_epoch(self):
+        return -(-self.epoch_size() // self.batch_size)
+
+    def epoch_size(self):
+        if self.task_weights is None:
+            return len(self.labels)
+        return sum(int(w) * self.task_sizes[t] + int(round((w - int(w)) * self.task_sizes[t]))
+                   for t, w in zip(TASKS, self.task_weights))
+
+    def gen(self):
+        """Yield one epoch of (images (B,48,48,1) float32, labels (B,7) float32, indexes (B,) float32).
+
+        The last batch may be smaller. Each call starts a new epoch in a new order.
+        """
+        order = self.epoch_order()
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            if self.shuffle:
+                idx = np.sort(idx)  # gathers faster from sorted positions; order inside a batch does not matter
+            images = self.images[idx]
+            if self.augment:
+                batch = augment_batch(images, self.rng, self.aug_pad)
+            else:
+                batch = data_utils.normalize(images)
+            yield batch[..., None], one_hot(self.labels[idx]), self.indexes[idx]
+
+
+def augment_batch(images, rng, pad=10, max_rotation=MAX_ROTATION_DEG):
+    """Normalised, augmented copies of a uint8 batch (B,48,48): the lineage recipe, vectorised.
+
+    Each image is shifted by up to `pad` pixels (zero padding then a random 48x48 crop), flipped
+    left-right with p=0.5 and rotated by a uniform angle in +-max_rotation degrees with p=0.5;
+    all three are one inverse affine map sampled bilinearly.
+    """
+    n, size = len(images), IMAGE_SIZE
+    shift = rng.randint(-pad, pad + 1, size=(n, 2)).astype(np.float32) if pad else np.zeros((n, 2), np.float32)
+    flip = rng.rand(n) < 0.5
+    angle = np.where(rng.rand(n) < 0.5, rng.uniform(-max_rotation, max_rotation, n), 0.0)
+    theta = np.deg2rad(angle).astype(np.float32)
+    centre = (size - 1) / 2.0
+    ys, xs = np.meshgrid(np.arange(size, dtype=np.float32) - centre,
+                         np.arange(size, dtype=np.float32) - centre, indexing='ij')
+    cos, sin = np.cos(theta)[:, None, None], np.sin(theta)[:, None, None]
+    # Output pixel (y, x) reads input at R(theta) (y, x) + centre - shift, x mirrored first when flipped.
+    xs_f = np.where(flip[:, None, None], -xs, xs)
+    src_y = cos * ys - sin * xs_f + centre - shift[:, 0, None, None]
+    src_x = sin * ys + cos * xs_f + centre - shift[:, 1, None, None]
+    return _bilinear(data_utils.normalize(images), src_y, src_x)
+
+
+def _bilinear(images, y, x):
+    """Sample images (B,H,W) at float coordinates (B,H,W); outside the image reads as zero."""
+    n, h, w = images.shape
+    zero = data_utils.normalize(np.zeros(1, np.uint8))[0]  # the value of a black (padding) pixel
+    padded = np.full((n, h + 2, w + 2), zero, dtype=np.float32)
+    padded[:, 1:-1, 1:-1] = images
+    y = np.clip(y + 1, 0, h + 0.999)
+    x = np.clip(x + 1, 0, w + 0.999)
+    y0, x0 = np.floor(y).astype(np.int32), np.floor(x).astype(np.int32)
+    y1, x1 = np.minimum(y0 + 1, h + 1), np.minimum(x0 + 1, w + 1)
+    wy, wx = y - y0, x - x0
+    b = np.arange(n)[:, None, None]
+    top = padded[b, y0, x0] * (1 - wx) + padded[b, y0, x1] * wx
+    bottom = padded[b, y1, x0] * (1 - wx) + padded[b, y1, x1] * wx
+    return (top * (1 - wy) + bottom * wy).astype(np.float32)

@@ -1,0 +1,167 @@
+"""Reading and writing the practice's data files.
+
+Layout under a data folder (what the handout reads):
+  smile_data/{train,test}.npy
+  emotion_data2/{train,public_test,private_test}.npy
+  gender_data/{train,test}.npy
+Each file is one structured array of RECORD_DTYPE (48x48 uint8 image, int64 label) that loads
+with allow_pickle=False.
+
+Public functions:
+  split_path(data_dir, task, split)      where a split lives
+  load_split(path, mmap=False, allow_pickle=False) -> (images uint8 (N,48,48), labels int64 (N,))
+  save_split(path, images, labels, task, force=False)   validated, atomic write
+  check_images(images, labels, task, source)            the validation save_split uses
+  count_split(path)                      number of records, without reading the pixels
+  read_data(data_dir, data_type)         the handout's loader: prints its "Load ... Done !" lines
+  normalize(images)                      uint8 -> float32 (p - 128) / 255, the handout's normalisation
+  DataError                              bad or missing input; its message is one line for the user
+"""
+import os
+import tempfile
+
+import numpy as np
+
+from config import EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES
+
+RECORD_DTYPE = np.dtype([('image', 'u1', (IMAGE_SIZE, IMAGE_SIZE)), ('label', '<i8')])
+
+TASK_FOLDERS = {SMILE: 'smile_data', EMOTION: 'emotion_data2', GENDER: 'gender_data'}
+TASK_SPLITS = {
+    SMILE: ('train', 'test'),
+    EMOTION: ('train', 'public_test', 'private_test'),
+    GENDER: ('train', 'test'),
+}
+# Which split of each task makes up the handout's three data types.
+DATA_TYPES = {
+    'train': {SMILE: 'train', EMOTION: 'train', GENDER: 'train'},
+    'public_test': {SMILE: 'test', EMOTION: 'public_test', GENDER: 'test'},
+    'private_test': {SMILE: 'test', EMOTION: 'private_test', GENDER: 'test'},
+}
+PREPARE_HINT = {
+    SMILE: 'python prepare_data.py --task smile --npz ... (or --genki DIR), or --demo',
+    EMOTION: 'python prepare_data.py --task emotion --npz ... (or --fer2013 fer2013.csv), or --demo',
+    GENDER: 'python prepare_data.py --task gender --npz ... (or --wiki DIR), or --demo',
+}
+
+
+class DataError(Exception):
+    """Bad or missing input data; str() is a one-line message naming the file."""
+
+
+def split_path(data_dir, task, split):
+    if split not in TASK_SPLITS[task]:
+        raise ValueError('%s has no split %r (it has %s)' % (TASK_NAMES[task], split, ', '.join(TASK_SPLITS[task])))
+    return os.path.join(data_dir, TASK_FOLDERS[task], split + '.npy')
+
+
+def _open(path, mmap, allow_pickle):
+    if not os.path.isfile(path):
+        raise DataError('%s: file not found' % path)
+    try:
+        return np.load(path, mmap_mode='r' if mmap else None, allow_pickle=allow_pickle)
+    except ValueError as err:
+        if 'allow_pickle' in str(err):
+            raise DataError(
+                '%s holds pickled Python objects (the course\'s old format); refusing to unpickle it because '
+                'pickle can run code. If you trust the file, pass allow_pickle=True (CLI: --allow-pickle)' % path)
+        raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+    except (OSError, EOFError) as err:
+        raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+
+
+def load_split(path, mmap=False, allow_pickle=False):
+    """Read one split file and return (images, labels).
+
+    allow_pickle=True also accepts the course's pickled arrays of (image, label) pairs; the
+    image may be uint8 pixels or normalised floats, the label an int or a one-hot vector.
+    """
+    arr = _open(path, mmap, allow_pickle)
+    if arr.dtype == RECORD_DTYPE:
+        if arr.ndim != 1:
+            raise DataError('%s: expected a 1-D record array, got shape %s' % (path, arr.shape))
+        return arr['image'], arr['label']
+    if arr.dtype == object and allow_pickle:
+        return _from_pairs(path, arr)
+    raise DataError('%s: expected a record array of dtype %s, got dtype %s shape %s'
+                    % (path, RECORD_DTYPE.descr, arr.dtype, arr.shape))
+
+
+def _from_pairs(path, arr):
+    try:
+        images = np.stack([np.asarray(pair[0], dtype=np.float64).reshape(IMAGE_SIZE, IMAGE_SIZE) for pair in arr])
+        labels = np.array([int(np.argmax(pair[1])) if np.size(pair[1]) > 1 else int(pair[1]) for pair in arr])
+    except (TypeError, ValueError, IndexError) as err:
+        raise DataError('%s: expected (48x48 image, label) pairs (%s)' % (path, err))
+    if images.size and images.max() <= 1.0:  # stored normalised as (p - 128) / 255
+        images = images * 255.0 + 128.0
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels.astype(np.int64)
+
+
+def count_split(path):
+    return len(_open(path, mmap=True, allow_pickle=False))
+
+
+def check_images(images, labels, task, source):
+    """Raise DataError unless images is (N,48,48) uint8 and labels are N ints in the task's range."""
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim != 3 or images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE) or images.dtype != np.uint8:
+        raise DataError('%s: images must be uint8 of shape (N, %d, %d), got %s %s'
+                        % (source, IMAGE_SIZE, IMAGE_SIZE, images.dtype, images.shape))
+    if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
+        raise DataError('%s: labels must be %d integers, got %s %s' % (source, len(images), labels.dtype, labels.shape))
+    bad = (labels < 0) | (labels >= NUM_CLASSES[task])
+    if bad.any():
+        raise DataError('%s: %s label %d out of range 0..%d (first at item %d)'
+                        % (source, TASK_NAMES[task], labels[bad][0], NUM_CLASSES[task] - 1, int(np.argmax(bad))))
+
+
+def save_split(path, images, labels, task, force=False):
+    """Write one split atomically: a temp file in the same folder, renamed into place."""
+    check_images(images, labels, task, path)
+    if os.path.exists(path) and not force:
+        raise DataError('%s already exists; pass --force to overwrite it' % path)
+    records = np.empty(len(images), dtype=RECORD_DTYPE)
+    records['image'] = images
+    records['label'] = labels
+    folder = os.path.dirname(path) or '.'
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npy')
+    try:
+        with os.fdopen(fd, 'wb') as f:
+            np.save(f, records, allow_pickle=False)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def normalize(images):
+    return (np.asarray(images, dtype=np.float32) - 128.0) / 255.0
+
+
+def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=True):
+    """Load the three tasks' splits that make up data_type.
+
+    Returns {task: (images uint8 (N,48,48), labels int64 (N,))}. Prints the handout's lines,
+    which report each task's train count whatever data_type is asked for.
+    """
+    if data_type not in DATA_TYPES:
+        raise ValueError('data_type must be one of %s, got %r' % (', '.join(DATA_TYPES), data_type))
+    data = {}
+    for task, split in DATA_TYPES[data_type].items():
+        name = TASK_NAMES[task]
+        path = split_path(data_dir, task, split)
+        if not os.path.isfile(path):
+            raise DataError('%s: file not found; create it with: %s' % (path, PREPARE_HINT[task]))
+        if verbose:
+            print('Load %s image...................' % name)
+        data[task] = load_split(path, allow_pickle=allow_pickle)
+        if verbose:
+            train = split_path(data_dir, task, 'train')
+            n_train = len(data[task][0]) if split == 'train' else (
+                count_split(train) if os.path.isfile(train) else 0)
+            print('Done !')
+            print('Number of %s train data: ' % name, n_train)
+            print('---------------------------------------------------------------')
+    return data
