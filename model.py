@@ -1,0 +1,427 @@
+"""Multitask BKNet: one VGG-style trunk, three heads (smile, emotion, gender), a masked loss.
+
+Public names:
+  Multitask_BKNet(session, config=None, training=True, verbose=True, **overrides)
+    ._define_input()   the five placeholders of the handout
+    ._build_model()    trunk + heads -> self.logits {task: logits}; self.probabilities (softmax)
+    ._define_loss()    per-task masked cross-entropy + weight decay; per-task accuracy
+    .train()           the training loop: checkpoints, resume, evaluation every epoch
+    .restore(path)     load inference weights: checkpoint prefix, folder, or weights .npz
+    .save_weights(path)  the inference weights alone, float16 .npz (what the repo ships)
+    .evaluate(dataset) -> {task: {'correct', 'count', 'loss'}}
+    .predict(images)   -> {task: probabilities}, images uint8 (N,48,48) or normalised (N,48,48,1)
+  resolve_config(config=None, **overrides) -> dict of config.DEFAULTS with the overrides applied
+  learning_rate(cfg, step, steps_per_epoch) -> the schedule's rate at a global step
+  find_weights(path), load_config(path)   what a checkpoint folder / prefix / .npz holds
+  TrainingDiverged   raised when the loss becomes NaN or infinite
+  CheckpointError    a checkpoint or weights file missing or not matching the model
+"""
+import json
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+import config
+from config import IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS
+
+tf = config.import_tf(onednn=True)  # ~2x training throughput on this CPU; predict.py opts out first
+import layers  # noqa: E402  (after the TF import above, which decides oneDNN)
+
+TRUNK = ((32, 2), (64, 2), (128, 2), (256, 3))  # (filters, convolutions) per block
+HEAD_UNITS = 256
+CONFIG_FILE = 'config.json'
+WEIGHTS_FILE = 'weights.npz'
+BEST_DIR = 'best'
+
+
+class TrainingDiverged(RuntimeError):
+    pass
+
+
+class CheckpointError(Exception):
+    """A checkpoint or weights file that is missing or does not fit the model (one-line message)."""
+
+
+def resolve_config(cfg=None, **overrides):
+    resolved = dict(config.DEFAULTS)
+    for source in (cfg or {}), overrides:
+        unknown = set(source) - set(resolved)
+        if unknown:
+            raise ValueError('unknown config key(s): %s' % ', '.join(sorted(unknown)))
+        resolved.update(source)
+    resolved['task_weights'] = [float(w) for w in resolved['task_weights']]
+    return resolved
+
+
+def learning_rate(cfg, step, steps_per_epoch):
+    if cfg['lr_schedule'] == 'cosine':
+        total = max(1, cfg['epochs'] * steps_per_epoch)
+        return 0.5 * cfg['learning_rate'] * (1 + math.cos(math.pi * min(step, total) / total))
+    if cfg['lr_schedule'] == 'step':
+        return cfg['learning_rate'] * cfg['lr_decay_rate'] ** (step // max(1, cfg['lr_decay_epochs'] * steps_per_epoch))
+    raise ValueError('lr_schedule must be step or cosine, got %r' % cfg['lr_schedule'])
+
+
+def _shape_str(tensor):
+    return '(%s)' % ', '.join('?' if d is None else str(d) for d in tensor.shape.as_list())
+
+
+class Multitask_BKNet(object):
+
+    def __init__(self, session, config=None, training=True, verbose=True, **overrides):
+        self.sess = session
+        self.config = resolve_config(config, **overrides)
+        self.verbose = verbose
+        with session.graph.as_default():
+            self._define_input()
+            self._build_model()
+            self._define_loss()
+            self.global_step = tf.train.get_or_create_global_step()
+            # (epochs completed, steps done in the epoch under way): where a resumed run continues
+            self.progress = tf.get_variable('progress', [2], tf.int64, tf.zeros_initializer(), trainable=False)
+            self._progress_value = tf.placeholder(tf.int64, [2])
+            self._set_progress = tf.assign(self.progress, self._progress_value)
+            # Weights and batch-norm statistics, without optimizer slots: what inference needs.
+            self.model_variables = [v for v in tf.global_variables() if v.name.startswith(('trunk/', 'head_'))]
+            if training:
+                self._define_train_op()
+            self.saver = tf.train.Saver(max_to_keep=self.config['keep_checkpoints'])
+
+    # ------------------------------------------------------------------ graph
+
+    def _define_input(self):
+        self.input_images = tf.placeholder(tf.float32, [None, IMAGE_SIZE, IMAGE_SIZE, 1], name='input_images')
+        self.input_labels = tf.placeholder(tf.float32, [None, LABEL_WIDTH], name='input_labels')
+        self.input_indexes = tf.placeholder(tf.float32, [None], name='input_indexes')
+        self.phase_train = tf.placeholder_with_default(False, [], name='phase_train')
+        self.keep_prob = tf.placeholder_with_default(1.0, [], name='keep_prob')
+
+    def _build_model(self):
+        x = self.input_images
+        with tf.variable_scope('trunk'):
+            for block, (filters, convs) in enumerate(TRUNK, 1):
+                for i in range(1, convs + 1):
+                    x = layers.conv_bn_relu(x, filters, self.phase_train, 'conv%d_%d' % (block, i))
+                x = layers.max_pool(x)
+                if self.verbose:
+                    print(_shape_str(x))
+        features = tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
+        self.logits, self.probabilities = {}, {}
+        for task in TASKS:
+            with tf.variable_scope('head_' + TASK_NAMES[task]):
+                h = layers.fc_bn_relu_dropout(features, HEAD_UNITS, self.phase_train, self.keep_prob, 'fc1')
+                h = layers.fc_bn_relu_dropout(h, HEAD_UNITS, self.phase_train, self.keep_prob, 'fc2')
+                self.logits[task] = layers.fc(h, NUM_CLASSES[task], 'logits')
+            self.probabilities[task] = tf.nn.softmax(self.logits[task], name=TASK_NAMES[task] + '_probabilities')
+
+    def _define_loss(self):
+        """Each head's cross-entropy counts only its own task's samples, averaged over their count."""
+        self.task_loss, self.task_correct, self.task_count = {}, {}, {}
+        for task in TASKS:
+            mask = tf.cast(tf.equal(self.input_indexes, float(task)), tf.float32)
+            count = tf.reduce_sum(mask)
+            labels = self.input_labels[:, :NUM_CLASSES[task]]
+            xent = tf.nn.softmax_cross_entropy_with_logits_v2(labels=labels, logits=self.logits[task])
+            self.task_loss[task] = tf.reduce_sum(xent * mask) / tf.maximum(count, 1.0)
+            hits = tf.cast(tf.equal(tf.argmax(self.logits[task], 1), tf.argmax(labels, 1)), tf.float32)
+            self.task_correct[task] = tf.reduce_sum(hits * mask)
+            self.task_count[task] = count
+        self.weight_decay_loss = self.config['weight_decay'] * tf.add_n(
+            [tf.nn.l2_loss(w) for w in tf.get_collection(tf.GraphKeys.WEIGHTS)])
+        self.total_loss = tf.add_n(list(self.task_loss.values())) + self.weight_decay_loss
+
+    def _define_train_op(self):
+        self.learning_rate = tf.placeholder(tf.float32, [], name='learning_rate')
+        if self.config['optimizer'] == 'momentum':
+            optimizer = tf.train.MomentumOptimizer(self.learning_rate, 0.9, use_nesterov=True)
+        elif self.config['optimizer'] == 'adam':
+            optimizer = tf.train.AdamOptimizer(self.learning_rate)
+        else:
+            raise ValueError('optimizer must be momentum or adam, got %r' % self.config['optimizer'])
+        with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
+            self.train_op = optimizer.minimize(self.total_loss, global_step=self.global_step)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def restore(self, path):
+        """Load the model's weights (no optimizer state) and return the file read.
+
+        path: a checkpoint prefix, a folder (its newest checkpoint, or its WEIGHTS_FILE), or a
+        weights .npz written by save_weights. Raises CheckpointError with a one-line message.
+        """
+        path = find_weights(path)
+        if path.endswith('.npz'):
+            self._load_npz(path)
+            return path
+        try:
+            with self.sess.graph.as_default():
+                tf.train.Saver(self.model_variables).restore(self.sess, path)
+        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, ValueError) as err:
+            raise CheckpointError('%s does not match this model (%s)' % (path, str(err).strip().splitlines()[0]))
+        return path
+
+    def save_weights(self, path, dtype=np.float16):
+        """Write the inference weights alone to an .npz (float16 by default: half the size)."""
+        values = self.sess.run(self.model_variables)
+        arrays = {v.op.name: val.astype(dtype) for v, val in zip(self.model_variables, values)}
+        tmp = path + '.tmp.npz'
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+
+    def _load_npz(self, path):
+        try:
+            with np.load(path, allow_pickle=False) as arrays:
+                for var in self.model_variables:
+                    name = var.op.name
+                    if name not in arrays.files:
+                        raise CheckpointError('%s does not match this model (no %s)' % (path, name))
+                    value = arrays[name]
+                    if value.shape != tuple(var.shape.as_list()):
+                        raise CheckpointError('%s does not match this model (%s has shape %s, expected %s)'
+                                              % (path, name, value.shape, tuple(var.shape.as_list())))
+                    var.load(value.astype(np.float32), self.sess)
+        except (OSError, ValueError) as err:
+            raise CheckpointError('%s: not a readable weights file (%s)' % (path, err))
+
+    def _restore_or_initialize(self, ckpt_dir):
+        with self.sess.graph.as_default():
+            newest = tf.train.latest_checkpoint(ckpt_dir)
+            if newest:
+                print('Reading model parameters from %s' % newest)
+                self.saver.restore(self.sess, newest)
+            else:
+                print('Created model with fresh parameters.')
+                self.sess.run(tf.global_variables_initializer())
+
+    def _save(self, ckpt_dir, epochs_done, steps_in_epoch, saver=None, name='model.ckpt'):
+        self.sess.run(self._set_progress, {self._progress_value: [epochs_done, steps_in_epoch]})
+        return (saver or self.saver).save(self.sess, os.path.join(ckpt_dir, name), global_step=self.global_step)
+
+    # ------------------------------------------------------------------ inference
+
+    def _feed_batches(self, dataset):
+        for images, labels, indexes in dataset.gen():
+            yield {self.input_images: images, self.input_labels: labels, self.input_indexes: indexes}
+
+    def evaluate(self, dataset):
+        """Accuracy inputs over a whole Dataset, in inference mode: {task: correct, count, loss}."""
+        totals = {t: dict(correct=0.0, count=0.0, loss=0.0) for t in TASKS}
+        fetches = {t: (self.task_correct[t], self.task_count[t], self.task_loss[t]) for t in TASKS}
+        for feed in self._feed_batches(dataset):
+            for task, (correct, count, loss) in self.sess.run(fetches, feed).items():
+                totals[task]['correct'] += float(correct)
+                totals[task]['count'] += float(count)
+                totals[task]['loss'] += float(loss * count)
+        for t in totals.values():
+            t['loss'] /= max(t['count'], 1.0)
+        return totals
+
+    def predict(self, images, batch_size=256):
+        """Softmax probabilities of all three heads for a batch of faces."""
+        images = np.asarray(images)
+        if images.dtype == np.uint8:
+            images = (images.astype(np.float32) - 128.0) / 255.0
+        images = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
+        out = {t: [] for t in TASKS}
+        for start in range(0, len(images), batch_size):
+            probs = self.sess.run(self.probabilities, {self.input_images: images[start:start + batch_size]})
+            for task in TASKS:
+                out[task].append(probs[task])
+        return {t: np.concatenate(p) if p else np.zeros((0, NUM_CLASSES[t]), np.float32) for t, p in out.items()}
+
+    # ------------------------------------------------------------------ training
+
+    def train(self, fresh=False):
+        """Train for config['epochs'] epochs (resuming the newest checkpoint unless fresh).
+
+        Prints per-task train loss and accuracy each epoch, evaluates on the public test split,
+        keeps the last few checkpoints plus the best by mean public-test accuracy, and saves
+        a checkpoint before leaving on Ctrl-C / SIGTERM. Returns the last evaluation.
+        """
+        import data_provider  # here, so building the graph does not need the data
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        ckpt_dir = cfg['checkpoint_dir']
+        os.makedirs(ckpt_dir, exist_ok=True)
+        if fresh:
+            _remove_checkpoints(ckpt_dir)
+        train_set = data_provider.Dataset('train', cfg['batch_size'], cfg['data_dir'], augment=cfg['augment'],
+                                          aug_pad=cfg['aug_pad'], task_weights=cfg['task_weights'],
+                                          seed=cfg['seed'], verbose=self.verbose)
+        test_set = data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False)
+        steps_per_epoch = train_set.steps_per_epoch()
+        print('Training on %s' % _device_name())
+        self._restore_or_initialize(ckpt_dir)
+        _write_json(os.path.join(ckpt_dir, CONFIG_FILE), cfg)
+        step, (epoch, steps_done) = self.sess.run([self.global_step, self.progress])
+        step, epoch, steps_done = int(step), int(epoch), int(steps_done)
+        best_path = os.path.join(ckpt_dir, BEST_DIR, 'best.json')
+        best = _read_json(best_path).get('mean_accuracy', -1.0) if os.path.exists(best_path) else -1.0
+        with self.sess.graph.as_default():
+            best_saver = tf.train.Saver(max_to_keep=1)
+            writer = tf.summary.FileWriter(os.path.join(ckpt_dir, 'logs'))
+        stop = _StopFlag()
+        result = None
+        try:
+            while epoch < cfg['epochs'] and not _capped(cfg, step):
+                if self.verbose:
+                    print('Epoch: ', epoch)
+                sums = {t: np.zeros(3) for t in TASKS}  # loss * count, correct, count
+                batches = train_set.gen()
+                todo = steps_per_epoch - steps_done
+                bar = tqdm(total=todo, desc='epoch %d' % epoch, leave=False, disable=not self.verbose,
+                           mininterval=1.0 if _interactive() else 60.0)
+                fetches = [self.train_op, self.total_loss, self.task_loss, self.task_correct, self.task_count]
+                for images, labels, indexes in batches:
+                    if steps_done >= steps_per_epoch or stop.signal or _capped(cfg, step):
+                        break
+                    lr = learning_rate(cfg, step, steps_per_epoch)
+                    _, total, losses, correct, count = self.sess.run(fetches, {
+                        self.input_images: images, self.input_labels: labels, self.input_indexes: indexes,
+                        self.phase_train: True, self.keep_prob: cfg['keep_prob'], self.learning_rate: lr})
+                    if not np.isfinite(total):
+                        newest = tf.train.latest_checkpoint(ckpt_dir)
+                        raise TrainingDiverged(
+                            'loss became %s at step %d (epoch %d); stopped without saving. The last good '
+                            'checkpoint is %s. Try a lower learning rate.' % (total, step, epoch, newest or 'none'))
+                    for t in TASKS:
+                        sums[t] += (losses[t] * count[t], correct[t], count[t])
+                    step += 1
+                    steps_done += 1
+                    bar.update(1)
+                bar.close()
+                if steps_done < steps_per_epoch:  # interrupted or capped mid-epoch
+                    path = self._save(ckpt_dir, epoch, steps_done)
+                    print('Stopped at step %d (%s); saved %s' % (step, stop.signal or 'max_steps', path))
+                    break
+                epoch, steps_done = epoch + 1, 0
+                result = self.evaluate(test_set)
+                mean_acc = float(np.mean([r['correct'] / max(r['count'], 1) for r in result.values()]))
+                self._log_epoch(writer, epoch - 1, step, sums, result, learning_rate(cfg, step, steps_per_epoch))
+                path = self._save(ckpt_dir, epoch, 0)
+                if mean_acc > best:
+                    best = mean_acc
+                    os.makedirs(os.path.dirname(best_path), exist_ok=True)
+                    self._save(os.path.dirname(best_path), epoch, 0, saver=best_saver)
+                    _write_json(best_path, dict(mean_accuracy=mean_acc, epoch=epoch, step=int(step), accuracy={
+                        TASK_NAMES[t]: r['correct'] / max(r['count'], 1) for t, r in result.items()}))
+                if self.verbose:
+                    print('Saved %s%s' % (path, ' (best so far)' if best == mean_acc else ''))
+        finally:
+            stop.restore()
+            writer.close()
+        return result
+
+    def _log_epoch(self, writer, epoch, step, sums, result, lr):
+        train = {t: (s[0] / max(s[2], 1), s[1] / max(s[2], 1)) for t, s in sums.items()}
+        test = {t: r['correct'] / max(r['count'], 1) for t, r in result.items()}
+        if self.verbose:
+            print(', '.join('%s_loss: %.2f' % (TASK_NAMES[t], train[t][0]) for t in TASKS) + ', ' +
+                  ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], train[t][1]) for t in TASKS))
+            print('public_test ' + ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], test[t]) for t in TASKS))
+        values = [tf.Summary.Value(tag='learning_rate', simple_value=lr)]
+        for t in TASKS:
+            name = TASK_NAMES[t]
+            values += [tf.Summary.Value(tag='train/%s_loss' % name, simple_value=train[t][0]),
+                       tf.Summary.Value(tag='train/%s_accuracy' % name, simple_value=train[t][1]),
+                       tf.Summary.Value(tag='public_test/%s_accuracy' % name, simple_value=test[t])]
+        writer.add_summary(tf.Summary(value=values), step)
+        writer.flush()
+
+
+class _StopFlag(object):
+    """Turns Ctrl-C / SIGTERM into a flag the loop checks after each step, so it can save first."""
+
+    def __init__(self):
+        self.signal = None
+        self._previous = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame):
+        self.signal = signal.Signals(signum).name
+
+    def restore(self):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _capped(cfg, step):
+    return cfg['max_steps'] and step >= cfg['max_steps']
+
+
+def _interactive():
+    import sys
+    return sys.stderr.isatty() or 'ipykernel' in sys.modules
+
+
+def _device_name():
+    import tensorflow
+    gpus = tensorflow.config.list_physical_devices('GPU')
+    if gpus:
+        return 'GPU (%s)' % ', '.join(g.name for g in gpus)
+    return 'CPU (%d cores, oneDNN %s)' % (os.cpu_count(), 'on' if os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '1' else 'off')
+
+
+def _remove_checkpoints(ckpt_dir):
+    """Forget a previous run in ckpt_dir: its checkpoints, best copy, logs and config."""
+    import shutil
+    for name in os.listdir(ckpt_dir):
+        path = os.path.join(ckpt_dir, name)
+        if name in ('checkpoint', CONFIG_FILE) or name.startswith('model.ckpt'):
+            os.remove(path)
+        elif name in (BEST_DIR, 'logs') and os.path.isdir(path):
+            shutil.rmtree(path)
+
+
+def _read_json(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_json(path, obj):
+    tmp = path + '.tmp'
+    with open(tmp, 'w') as f:
+        json.dump(obj, f, indent=2, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def find_weights(path):
+    """Resolve a checkpoint prefix, a folder or a weights .npz to the file to restore."""
+    if os.path.isdir(path):
+        found = tf.train.latest_checkpoint(path)
+        if found is None and os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
+            found = os.path.join(path, WEIGHTS_FILE)
+        if found is None:
+            raise CheckpointError('%s: no checkpoint or %s in this folder' % (path, WEIGHTS_FILE))
+        return found
+    if path.endswith('.npz'):
+        if not os.path.isfile(path):
+            raise CheckpointError('%s: file not found' % path)
+        return path
+    if not tf.train.checkpoint_exists(path):
+        raise CheckpointError('%s: checkpoint not found' % path)
+    return path
+
+
+def load_config(path):
+    """The resolved config saved beside a checkpoint: path is its folder, prefix or weights file."""
+    folder = path if os.path.isdir(path) else os.path.dirname(path)
+    config_path = os.path.join(folder, CONFIG_FILE)
+    if not os.path.isfile(config_path):
+        # best/ holds only the best checkpoint; its run's config is one folder up
+        parent = os.path.join(os.path.dirname(os.path.abspath(folder)), CONFIG_FILE)
+        if os.path.basename(os.path.abspath(folder)) == BEST_DIR and os.path.isfile(parent):
+            config_path = parent
+        else:
+            raise CheckpointError('%s: not found (every checkpoint folder holds the config of its run)' % config_path)
+    try:
+        return resolve_config(_read_json(config_path))
+    except (ValueError, TypeError) as err:
+        raise CheckpointError('%s: not a valid config (%s)' % (config_path, err))

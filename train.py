@@ -1,0 +1,83 @@
+"""Train Multitask BKNet from the command line.
+
+  python train.py --demo                  make the demo data if missing, then train on it (~2 min)
+  python train.py --data-dir data --epochs 10 --lr 0.01
+  python train.py --max-steps 20          a cheap smoke run
+  python train.py --fresh                 ignore (and remove) the checkpoints in --checkpoint-dir
+
+Every flag overrides one entry of config.DEFAULTS; the resolved config is saved as
+checkpoint_dir/config.json. A run resumes from the newest checkpoint in checkpoint_dir.
+"""
+import argparse
+import os
+import sys
+
+import config
+from config import TASKS
+
+config.import_tf(onednn=True)  # before anything imports TensorFlow: ~2x training throughput here
+
+import data_utils  # noqa: E402
+import model  # noqa: E402
+
+DEMO_DATA_DIR = os.path.join('data', 'demo')
+DEMO_CHECKPOINT_DIR = os.path.join('checkpoints', 'demo')
+DEMO_EPOCHS = 4
+DEMO_BATCH_SIZE = 64  # more, smaller steps: the demo set is only 4,500 faces
+
+
+def parse_args(argv=None):
+    d = config.DEFAULTS
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--demo', action='store_true',
+                   help='train on the demo data (generated into %s if missing); defaults to %d epochs of batch %d in %s'
+                   % (DEMO_DATA_DIR, DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_CHECKPOINT_DIR))
+    p.add_argument('--data-dir', help='data folder (default: %s)' % d['data_dir'])
+    p.add_argument('--checkpoint-dir', help='checkpoint folder (default: %s)' % d['checkpoint_dir'])
+    p.add_argument('--epochs', type=int)
+    p.add_argument('--batch-size', type=int)
+    p.add_argument('--optimizer', choices=('momentum', 'adam'))
+    p.add_argument('--lr', dest='learning_rate', type=float)
+    p.add_argument('--lr-schedule', choices=('step', 'cosine'))
+    p.add_argument('--lr-decay-rate', type=float)
+    p.add_argument('--lr-decay-epochs', type=float)
+    p.add_argument('--weight-decay', type=float)
+    p.add_argument('--keep-prob', type=float)
+    p.add_argument('--augment', dest='augment', action='store_true', default=None)
+    p.add_argument('--no-augment', dest='augment', action='store_false')
+    p.add_argument('--aug-pad', type=int)
+    p.add_argument('--task-weights', type=float, nargs=3, metavar=('SMILE', 'EMOTION', 'GENDER'),
+                   help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K')
+    p.add_argument('--seed', type=int)
+    p.add_argument('--max-steps', type=int, help='stop after this many global steps (smoke runs)')
+    p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')
+    p.add_argument('--quiet', action='store_true', help='no per-epoch printing or progress bar')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    overrides = {k: v for k, v in vars(args).items() if k in config.DEFAULTS and v is not None}
+    if args.demo:
+        overrides.setdefault('data_dir', DEMO_DATA_DIR)
+        overrides.setdefault('checkpoint_dir', DEMO_CHECKPOINT_DIR)
+        overrides.setdefault('epochs', DEMO_EPOCHS)
+        overrides.setdefault('batch_size', DEMO_BATCH_SIZE)
+    cfg = model.resolve_config(**overrides)
+    try:
+        if args.demo and not os.path.exists(data_utils.split_path(cfg['data_dir'], TASKS[0], 'train')):
+            import prepare_data
+            print('Generating the demo data set in %s' % cfg['data_dir'])
+            prepare_data.make_demo(cfg['data_dir'])
+        tf = config.import_tf()
+        with tf.Session(config=config.session_config()) as session:
+            net = model.Multitask_BKNet(session, cfg, verbose=not args.quiet)
+            net.train(fresh=args.fresh)
+    except (data_utils.DataError, model.TrainingDiverged) as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2 if isinstance(err, data_utils.DataError) else 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
