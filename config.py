@@ -58,7 +58,8 @@ def import_tf(onednn=None):
     os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
     if 'tensorflow' not in sys.modules:
         with _stderr_silenced():  # C++ logs printed before absl is initialised ignore the env var
-            import tensorflow  # noqa: F401
+            import tensorflow
+            tensorflow.config.list_physical_devices('GPU')  # its CUDA probe logs an error when there is no GPU
     import tensorflow as tf
     tf.get_logger().setLevel('ERROR')
     return tf.compat.v1

@@ -58,7 +58,8 @@ class Dataset(object):
 
     def __init__(self, data_type='train', batch_size=128, data_dir='data', shuffle=None, augment=False,
                  aug_pad=10, task_weights=None, seed=None, allow_pickle=False, verbose=True):
-        data = data_utils.read_data(data_dir, data_type, allow_pickle=allow_pickle, verbose=verbose)
+        # Mapped, not read: only the headers are touched here, the pixels are read once, below.
+        data = data_utils.read_data(data_dir, data_type, allow_pickle=allow_pickle, verbose=verbose, mmap=True)
         self.data_type = data_type
         self.batch_size = int(batch_size)
         self.shuffle = (data_type == 'train') if shuffle is None else bool(shuffle)
@@ -68,10 +69,24 @@ class Dataset(object):
         if self.task_weights is not None and (len(self.task_weights) != len(TASKS) or min(self.task_weights) < 0):
             raise ValueError('task_weights needs %d non-negative numbers, got %r' % (len(TASKS), task_weights))
         self.rng = np.random.RandomState(seed)
-        self.images = np.concatenate([data[t][0] for t in TASKS])
-        self.labels = np.concatenate([data[t][1] for t in TASKS]).astype(np.int64)
-        self.indexes = np.concatenate([np.full(len(data[t][1]), t, dtype=np.float32) for t in TASKS])
         self.task_sizes = {t: len(data[t][1]) for t in TASKS}
+        total = sum(self.task_sizes.values())
+        # One array for all tasks, filled file by file in small chunks, so the pixels are held in
+        # memory once (loading whole files and concatenating them would peak at twice the size).
+        self.images = np.empty((total, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
+        self.labels = np.empty(total, dtype=np.int64)
+        start = 0
+        for t in TASKS:
+            end = start + self.task_sizes[t]
+            images, labels = data.pop(t)
+            if isinstance(images, np.memmap):
+                path = data_utils.split_path(data_dir, t, data_utils.DATA_TYPES[data_type][t])
+                del images, labels
+                data_utils.load_split(path, out=(self.images[start:end], self.labels[start:end]))
+            else:  # a pickled file, already read
+                self.images[start:end], self.labels[start:end] = images, labels
+            start = end
+        self.indexes = np.concatenate([np.full(self.task_sizes[t], t, dtype=np.float32) for t in TASKS])
         self.all_data = _AllData(self)
 
     def epoch_order(self):
@@ -144,15 +159,22 @@ def augment_batch(images, rng, pad=10, max_rotation=MAX_ROTATION_DEG):
 def _bilinear(images, y, x):
     """Sample images (B,H,W) at float coordinates (B,H,W); outside the image reads as zero."""
     n, h, w = images.shape
+    hp, wp = h + 2, w + 2
     zero = data_utils.normalize(np.zeros(1, np.uint8))[0]  # the value of a black (padding) pixel
-    padded = np.full((n, h + 2, w + 2), zero, dtype=np.float32)
+    padded = np.full((n, hp, wp), zero, dtype=np.float32)
     padded[:, 1:-1, 1:-1] = images
-    y = np.clip(y + 1, 0, h + 0.999)
-    x = np.clip(x + 1, 0, w + 0.999)
-    y0, x0 = np.floor(y).astype(np.int32), np.floor(x).astype(np.int32)
-    y1, x1 = np.minimum(y0 + 1, h + 1), np.minimum(x0 + 1, w + 1)
+    flat = padded.reshape(-1)
+    # Clip to the padding ring (h + 1 is the far border row), then keep the top-left neighbour
+    # inside it: at y == h + 1, y0 = h and wy = 1 read the border exactly.
+    y = np.clip(y + 1, 0, h + 1)
+    x = np.clip(x + 1, 0, w + 1)
+    y0, x0 = np.minimum(np.floor(y), h), np.minimum(np.floor(x), w)
     wy, wx = y - y0, x - x0
-    b = np.arange(n)[:, None, None]
-    top = padded[b, y0, x0] * (1 - wx) + padded[b, y0, x1] * wx
-    bottom = padded[b, y1, x0] * (1 - wx) + padded[b, y1, x1] * wx
-    return (top * (1 - wy) + bottom * wy).astype(np.float32)
+    # Flat positions of the top-left neighbours; y0 <= h and x0 <= w, so +1 stays in the padding.
+    # One take() per neighbour is ~5x faster than indexing with three broadcast index arrays.
+    i00 = np.arange(n, dtype=np.intp)[:, None, None] * (hp * wp) + y0.astype(np.intp) * wp + x0.astype(np.intp)
+    v00, v01 = flat.take(i00), flat.take(i00 + 1)
+    v10, v11 = flat.take(i00 + wp), flat.take(i00 + wp + 1)
+    top = v00 + (v01 - v00) * wx
+    bottom = v10 + (v11 - v10) * wx
+    return (top + (bottom - top) * wy).astype(np.float32)

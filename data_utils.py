@@ -9,11 +9,11 @@ with allow_pickle=False.
 
 Public functions:
   split_path(data_dir, task, split)      where a split lives
-  load_split(path, mmap=False, allow_pickle=False) -> (images uint8 (N,48,48), labels int64 (N,))
+  load_split(path, mmap=False, allow_pickle=False, out=None) -> (images uint8 (N,48,48), labels int64 (N,))
   save_split(path, images, labels, task, force=False)   validated, atomic write
   check_images(images, labels, task, source)            the validation save_split uses
   count_split(path)                      number of records, without reading the pixels
-  read_data(data_dir, data_type)         the handout's loader: prints its "Load ... Done !" lines
+  read_data(data_dir, data_type, mmap=False)   the handout's loader: prints its "Load ... Done !" lines
   normalize(images)                      uint8 -> float32 (p - 128) / 255, the handout's normalisation
   DataError                              bad or missing input; its message is one line for the user
 """
@@ -61,7 +61,10 @@ def _open(path, mmap, allow_pickle):
     try:
         return np.load(path, mmap_mode='r' if mmap else None, allow_pickle=allow_pickle)
     except ValueError as err:
-        if 'allow_pickle' in str(err):
+        pickled = 'allow_pickle' in str(err) or 'Python objects' in str(err)  # the latter when mapping
+        if pickled and allow_pickle and mmap:  # pickled objects cannot be mapped: read them whole
+            return _open(path, False, allow_pickle)
+        if pickled:
             raise DataError(
                 '%s holds pickled Python objects (the course\'s old format); refusing to unpickle it because '
                 'pickle can run code. If you trust the file, pass allow_pickle=True (CLI: --allow-pickle)' % path)
@@ -70,27 +73,58 @@ def _open(path, mmap, allow_pickle):
         raise DataError('%s: not a readable .npy file (%s)' % (path, err))
 
 
-def load_split(path, mmap=False, allow_pickle=False):
+def load_split(path, mmap=False, allow_pickle=False, out=None):
     """Read one split file and return (images, labels).
 
     allow_pickle=True also accepts the course's pickled arrays of (image, label) pairs; the
     image may be uint8 pixels or normalised floats, the label an int or a one-hot vector.
+    out=(images, labels): arrays of exactly the file's length to fill and return; a record file
+    is then read in small chunks, so no second copy of the split is ever held in memory.
     """
-    arr = _open(path, mmap, allow_pickle)
+    arr = _open(path, mmap or out is not None, allow_pickle)  # with out, the map only checks the header
     if arr.dtype == RECORD_DTYPE:
         if arr.ndim != 1:
             raise DataError('%s: expected a 1-D record array, got shape %s' % (path, arr.shape))
+        if out is not None:
+            return _read_records_into(path, arr, out)
         return arr['image'], arr['label']
     if arr.dtype == object and allow_pickle:
-        return _from_pairs(path, arr)
+        images, labels = _from_pairs(path, arr)
+        if out is not None:
+            _check_out(path, len(labels), out)
+            out[0][...], out[1][...] = images, labels
+            return out
+        return images, labels
     raise DataError('%s: expected a record array of dtype %s, got dtype %s shape %s'
                     % (path, RECORD_DTYPE.descr, arr.dtype, arr.shape))
+
+
+def _check_out(path, n, out):
+    images, labels = out
+    if images.shape != (n, IMAGE_SIZE, IMAGE_SIZE) or labels.shape != (n,):
+        raise ValueError('%s holds %d records; out arrays have shapes %s and %s' % (path, n, images.shape, labels.shape))
+
+
+def _read_records_into(path, mapped, out, chunk=2048):
+    """Copy a record file's images and labels into out, reading chunk records at a time."""
+    n = len(mapped)
+    _check_out(path, n, out)
+    with open(path, 'rb') as f:
+        f.seek(mapped.offset)  # the map was only used for its header: none of its pages were read
+        for start in range(0, n, chunk):
+            block = np.fromfile(f, dtype=RECORD_DTYPE, count=min(chunk, n - start))
+            out[0][start:start + len(block)] = block['image']
+            out[1][start:start + len(block)] = block['label']
+            if len(block) < min(chunk, n - start):
+                raise DataError('%s: file is truncated (%d of %d records)' % (path, start + len(block), n))
+    return out
 
 
 def _from_pairs(path, arr):
     try:
         images = np.stack([np.asarray(pair[0], dtype=np.float64).reshape(IMAGE_SIZE, IMAGE_SIZE) for pair in arr])
-        labels = np.array([int(np.argmax(pair[1])) if np.size(pair[1]) > 1 else int(pair[1]) for pair in arr])
+        labels = np.array([int(np.argmax(pair[1])) if np.size(pair[1]) > 1 else int(np.ravel(pair[1])[0])
+                           for pair in arr])
     except (TypeError, ValueError, IndexError) as err:
         raise DataError('%s: expected (48x48 image, label) pairs (%s)' % (path, err))
     if images.size and images.max() <= 1.0:  # stored normalised as (p - 128) / 255
@@ -130,21 +164,29 @@ def save_split(path, images, labels, task, force=False):
     try:
         with os.fdopen(fd, 'wb') as f:
             np.save(f, records, allow_pickle=False)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
         os.replace(tmp, path)
     except BaseException:
         os.unlink(tmp)
         raise
 
 
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def normalize(images):
     return (np.asarray(images, dtype=np.float32) - 128.0) / 255.0
 
 
-def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=True):
+def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=True, mmap=False):
     """Load the three tasks' splits that make up data_type.
 
     Returns {task: (images uint8 (N,48,48), labels int64 (N,))}. Prints the handout's lines,
-    which report each task's train count whatever data_type is asked for.
+    which report each task's train count whatever data_type is asked for. mmap=True maps the
+    files instead of reading them (pickled files are still read).
     """
     if data_type not in DATA_TYPES:
         raise ValueError('data_type must be one of %s, got %r' % (', '.join(DATA_TYPES), data_type))
@@ -155,8 +197,8 @@ def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=Tr
         if not os.path.isfile(path):
             raise DataError('%s: file not found; create it with: %s' % (path, PREPARE_HINT[task]))
         if verbose:
-            print('Load %s image...................' % name)
-        data[task] = load_split(path, allow_pickle=allow_pickle)
+            print('Load %s image%s' % (name, '.' * (18 if task == EMOTION else 19)))  # as the handout prints
+        data[task] = load_split(path, mmap=mmap, allow_pickle=allow_pickle)
         if verbose:
             train = split_path(data_dir, task, 'train')
             n_train = len(data[task][0]) if split == 'train' else (

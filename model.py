@@ -13,6 +13,8 @@ Public names:
   resolve_config(config=None, **overrides) -> dict of config.DEFAULTS with the overrides applied
   learning_rate(cfg, step, steps_per_epoch) -> the schedule's rate at a global step
   find_weights(path), load_config(path)   what a checkpoint folder / prefix / .npz holds
+  default_checkpoint()   pretrained/ when the repo ships a model, else config.DEFAULTS['checkpoint_dir']
+  load_model(session, path) -> (net, file read)   a saved model rebuilt for inference and restored
   TrainingDiverged   raised when the loss becomes NaN or infinite
   CheckpointError    a checkpoint or weights file missing or not matching the model
 """
@@ -36,6 +38,8 @@ HEAD_UNITS = 256
 CONFIG_FILE = 'config.json'
 WEIGHTS_FILE = 'weights.npz'
 BEST_DIR = 'best'
+# The shipped model (weights.npz + config.json), found beside this file whatever the working folder.
+PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
 
 
 class TrainingDiverged(RuntimeError):
@@ -192,14 +196,21 @@ class Multitask_BKNet(object):
             newest = tf.train.latest_checkpoint(ckpt_dir)
             if newest:
                 print('Reading model parameters from %s' % newest)
-                self.saver.restore(self.sess, newest)
+                try:
+                    self.saver.restore(self.sess, newest)
+                except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
+                    raise CheckpointError('%s does not match this model (%s); use another --checkpoint-dir or --fresh'
+                                          % (newest, str(err).strip().splitlines()[0]))
             else:
                 print('Created model with fresh parameters.')
                 self.sess.run(tf.global_variables_initializer())
 
     def _save(self, ckpt_dir, epochs_done, steps_in_epoch, saver=None, name='model.ckpt'):
         self.sess.run(self._set_progress, {self._progress_value: [epochs_done, steps_in_epoch]})
-        return (saver or self.saver).save(self.sess, os.path.join(ckpt_dir, name), global_step=self.global_step)
+        # In the session's graph: with eager execution on (TF2, a notebook), Saver.save reads the
+        # global step eagerly unless the graph is the default one, and that fails for a graph tensor.
+        with self.sess.graph.as_default():
+            return (saver or self.saver).save(self.sess, os.path.join(ckpt_dir, name), global_step=self.global_step)
 
     # ------------------------------------------------------------------ inference
 
@@ -425,3 +436,17 @@ def load_config(path):
         return resolve_config(_read_json(config_path))
     except (ValueError, TypeError) as err:
         raise CheckpointError('%s: not a valid config (%s)' % (config_path, err))
+
+
+def default_checkpoint():
+    """What evaluate.py, predict.py and export.py read when no --checkpoint is given."""
+    return PRETRAINED_DIR if os.path.isdir(PRETRAINED_DIR) else config.DEFAULTS['checkpoint_dir']
+
+
+def load_model(session, path, verbose=False, net_class=Multitask_BKNet):
+    """Rebuild the model saved at path (with its config.json) in session for inference, restore its
+    weights and return (net, the file read). Raises CheckpointError with a one-line message.
+    net_class: a subclass with the same variables (export.py's adds a uint8 input)."""
+    find_weights(path)  # a missing checkpoint is reported as such, not as a missing config
+    net = net_class(session, load_config(path), training=False, verbose=verbose)
+    return net, net.restore(path)

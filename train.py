@@ -6,7 +6,8 @@
   python train.py --fresh                 ignore (and remove) the checkpoints in --checkpoint-dir
 
 Every flag overrides one entry of config.DEFAULTS; the resolved config is saved as
-checkpoint_dir/config.json. A run resumes from the newest checkpoint in checkpoint_dir.
+checkpoint_dir/config.json. A run resumes from the newest checkpoint in checkpoint_dir, with the
+config saved there (flags given again override it).
 """
 import argparse
 import os
@@ -63,8 +64,11 @@ def main(argv=None):
         overrides.setdefault('checkpoint_dir', DEMO_CHECKPOINT_DIR)
         overrides.setdefault('epochs', DEMO_EPOCHS)
         overrides.setdefault('batch_size', DEMO_BATCH_SIZE)
-    cfg = model.resolve_config(**overrides)
+    # A resumed run keeps the config it was started with; flags given now override it.
+    ckpt_dir = overrides.get('checkpoint_dir', config.DEFAULTS['checkpoint_dir'])
+    resumed = not args.fresh and os.path.isfile(os.path.join(ckpt_dir, model.CONFIG_FILE))
     try:
+        cfg = model.resolve_config(model.load_config(ckpt_dir) if resumed else None, **overrides)
         if args.demo and not os.path.exists(data_utils.split_path(cfg['data_dir'], TASKS[0], 'train')):
             import prepare_data
             print('Generating the demo data set in %s' % cfg['data_dir'])
@@ -73,9 +77,9 @@ def main(argv=None):
         with tf.Session(config=config.session_config()) as session:
             net = model.Multitask_BKNet(session, cfg, verbose=not args.quiet)
             net.train(fresh=args.fresh)
-    except (data_utils.DataError, model.TrainingDiverged) as err:
+    except (data_utils.DataError, model.CheckpointError, model.TrainingDiverged) as err:
         print('error: %s' % err, file=sys.stderr)
-        return 2 if isinstance(err, data_utils.DataError) else 1
+        return 1 if isinstance(err, model.TrainingDiverged) else 2
     return 0
 
 

@@ -1,0 +1,49 @@
+"""Shared fixtures: the repo root on sys.path, a demo data set, and the shared real archives."""
+import os
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+SHARED_DATA = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data'))
+SHARED_ARCHIVES = ('genki4k.npz', 'fer2013.npz', 'gender.npz')
+
+
+@pytest.fixture(scope='session')
+def demo_dir(tmp_path_factory):
+    """A demo data set (prepare_data.make_demo, seed 0) in a session-wide temp folder; read it only."""
+    import prepare_data
+    path = str(tmp_path_factory.mktemp('demo') / 'data')
+    prepare_data.make_demo(path, seed=0)
+    return path
+
+
+@pytest.fixture(scope='session')
+def shared_data_dir():
+    """The folder of the real archives (../shared/data beside the repo); skips when it is absent."""
+    missing = [n for n in SHARED_ARCHIVES if not os.path.isfile(os.path.join(SHARED_DATA, n))]
+    if missing:
+        pytest.skip('real data archives not found: %s missing from %s (they are never in the repo; see '
+                    'PROVENANCE.md of the shared data folder)' % (', '.join(missing), SHARED_DATA))
+    return SHARED_DATA
+
+
+@pytest.fixture(scope='session')
+def demo_checkpoint(demo_dir, tmp_path_factory):
+    """A model trained on the demo data (3 epochs of batch 64, ~1 min); returns its checkpoint folder.
+
+    Training on the demo set is what `python train.py --demo` does; tests of evaluation,
+    prediction and export share this one run.
+    """
+    import config
+    import model
+    tf = config.import_tf()
+    ckpt_dir = str(tmp_path_factory.mktemp('demo_ckpt'))
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, epochs=3,
+                                    batch_size=64, verbose=False)
+        net.train()
+    return ckpt_dir
