@@ -1,0 +1,236 @@
+"""Evaluate a trained Multitask BKNet on the test splits.
+
+  python evaluate.py                                  the newest checkpoint of pretrained/ (if shipped) or checkpoints/
+  python evaluate.py --checkpoint checkpoints/demo    data from the data_dir in its config.json (--data-dir overrides)
+  python evaluate.py --tta                            also the flip test-time-augmentation numbers
+  python evaluate.py --limit 50                       smoke test: the first 50 faces of each split
+  python evaluate.py --out reports/demo               where evaluation.json and the PNGs go
+
+Evaluates smile test, emotion public_test and private_test and gender test in inference mode
+(batch norm with its moving averages, no dropout), prints one table and writes to --out (default:
+the checkpoint's folder) evaluation.json and one confusion matrix per task ({task}_confusion.png;
+the emotion one shows both test splits). Balanced accuracy is the mean per-class accuracy
+(recall): a gender model that always says "male" scores 0.75 accuracy on a 75% male test set
+but 0.5 balanced accuracy.
+
+Public functions:
+  confusion_matrix(labels, predictions, num_classes)    (C, C) counts, rows true, columns predicted
+  accuracy(labels, predictions)
+  per_class_accuracy(labels, predictions, num_classes)  (C,) recalls, NaN for a class without samples
+  balanced_accuracy(labels, predictions, num_classes)   mean of the per-class accuracies present
+  load_test_sets(data_dir, limit=None)   {(task, split): (images, labels)} for EVAL_SPLITS
+  flip_tta(net, images, probabilities, batch_size=256)   the mean of each face's and its mirror's probabilities
+  evaluate(net, data_dir, tta=False, batch_size=256, limit=None) -> the report (what evaluation.json holds)
+  format_table(report)                   the printed table
+  plot_confusion(path, task, panels)     one PNG of [(title, matrix), ...] side by side
+  write_outputs(report, out_dir)         evaluation.json and the PNGs
+"""
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+import config
+from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES
+
+# oneDNN on: at batch 256 it is ~15% faster here (predict.py, at batch 1, turns it off).
+tf = config.import_tf(onednn=True)
+
+import data_utils  # noqa: E402
+import model  # noqa: E402
+
+EVAL_SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_test'), (GENDER, 'test'))
+REPORT_FILE = 'evaluation.json'
+PLOT_FILE = '%s_confusion.png'
+
+
+# ----------------------------------------------------------------------------- metrics
+
+def confusion_matrix(labels, predictions, num_classes):
+    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
+    return np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2).reshape(num_classes, num_classes)
+
+
+def accuracy(labels, predictions):
+    labels, predictions = np.asarray(labels), np.asarray(predictions)
+    return float(np.mean(labels == predictions)) if len(labels) else float('nan')
+
+
+def per_class_accuracy(labels, predictions, num_classes):
+    cm = confusion_matrix(labels, predictions, num_classes)
+    support = cm.sum(axis=1)
+    return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
+
+
+def balanced_accuracy(labels, predictions, num_classes):
+    recalls = per_class_accuracy(labels, predictions, num_classes)
+    present = recalls[~np.isnan(recalls)]
+    return float(present.mean()) if present.size else float('nan')
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def load_test_sets(data_dir, limit=None):
+    """The test splits of the handout's two test data types, each cut to its first `limit` faces."""
+    sets = {}
+    for data_type in ('public_test', 'private_test'):
+        # mmap: smile and gender appear in both data types but are only read once, below
+        for task, (images, labels) in data_utils.read_data(data_dir, data_type, verbose=False, mmap=True).items():
+            split = data_utils.DATA_TYPES[data_type][task]
+            images, labels = np.array(images[:limit]), np.array(labels[:limit])
+            data_utils.check_images(images, labels, task, data_utils.split_path(data_dir, task, split))
+            sets[(task, split)] = images, labels
+    return sets
+
+
+def flip_tta(net, images, probabilities, batch_size=256):
+    """Test-time augmentation: {task: mean of each face's probabilities and its mirror image's}."""
+    flipped = net.predict(images[:, :, ::-1], batch_size)
+    return {t: (probabilities[t] + flipped[t]) / 2.0 for t in probabilities}
+
+
+def _metrics(task, labels, probabilities):
+    """The numbers of one split; None stands for undefined (a class, or a split, without samples)."""
+    predictions = probabilities.argmax(axis=1)
+    n = NUM_CLASSES[task]
+    recalls = per_class_accuracy(labels, predictions, n)
+    return dict(accuracy=_number(accuracy(labels, predictions)),
+                balanced_accuracy=_number(balanced_accuracy(labels, predictions, n)),
+                per_class_accuracy={name: _number(r) for name, r in zip(CLASS_NAMES[task], recalls)},
+                confusion_matrix=confusion_matrix(labels, predictions, n).tolist())
+
+
+def _number(value):
+    return None if np.isnan(value) else float(value)
+
+
+def evaluate(net, data_dir, tta=False, batch_size=256, limit=None):
+    """Evaluate net on EVAL_SPLITS; returns the report written to evaluation.json."""
+    sets = load_test_sets(data_dir, limit)
+    results = []
+    start = time.time()
+    for task, split in EVAL_SPLITS:
+        images, labels = sets[(task, split)]
+        result = dict(task=TASK_NAMES[task], split=split, images=len(labels), class_names=list(CLASS_NAMES[task]))
+        probs = net.predict(images, batch_size)
+        result['plain'] = _metrics(task, labels, probs[task])
+        if tta:
+            result['tta'] = _metrics(task, labels, flip_tta(net, images, probs, batch_size)[task])
+        results.append(result)
+    seconds = time.time() - start
+    return dict(data_dir=data_dir, limit=limit, tta=tta, seconds=round(seconds, 2), results=results)
+
+
+# ----------------------------------------------------------------------------- output
+
+def format_table(report):
+    mode_rows = (('plain', ''), ('tta', '  + flip TTA')) if report['tta'] else (('plain', ''),)
+    lines = ['%-22s %7s %9s %9s  %s' % ('data set', 'images', 'accuracy', 'balanced', 'per-class accuracy')]
+    for r in report['results']:
+        for mode, label in mode_rows:
+            m = r[mode]
+            per_class = '  '.join('%s %s' % (name, _fmt(v, 3)) for name, v in m['per_class_accuracy'].items())
+            lines.append('%-22s %7s %9s %9s  %s' % (label or '%s %s' % (r['task'], r['split']),
+                                                   '' if label else r['images'],
+                                                   _fmt(m['accuracy'], 4), _fmt(m['balanced_accuracy'], 4), per_class))
+    return '\n'.join(lines)
+
+
+def _fmt(value, digits):
+    return '-' if value is None else '%.*f' % (digits, value)
+
+
+def plot_confusion(path, task, panels):
+    """Confusion matrices [(title, matrix), ...] of one task side by side: counts in the cells,
+    shaded by the row's fraction so rare classes read as clearly as frequent ones."""
+    from matplotlib.figure import Figure  # no pyplot: renders with Agg, no display or global state
+
+    names = CLASS_NAMES[task]
+    size = 2.0 + 0.55 * len(names)
+    fig = Figure(figsize=(size * len(panels) + 0.6, size + 0.6), layout='constrained')
+    for i, (title, matrix) in enumerate(panels):
+        matrix = np.asarray(matrix)
+        fractions = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        ax.imshow(fractions, cmap='Blues', vmin=0, vmax=1)
+        ax.set_xticks(range(len(names)), names, rotation=45, ha='right')
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlabel('predicted')
+        ax.set_ylabel('true')
+        ax.set_title(title, fontsize=10)
+        for (row, col), count in np.ndenumerate(matrix):
+            ax.text(col, row, str(count), ha='center', va='center', fontsize=8,
+                    color='white' if fractions[row, col] > 0.5 else 'black')
+    fig.savefig(path, dpi=100)
+
+
+def write_outputs(report, out_dir):
+    """evaluation.json and one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)."""
+    os.makedirs(out_dir, exist_ok=True)
+    model._write_json(os.path.join(out_dir, REPORT_FILE), report)
+    mode = 'tta' if report['tta'] else 'plain'
+    paths = [os.path.join(out_dir, REPORT_FILE)]
+    for task in (SMILE, EMOTION, GENDER):
+        name = TASK_NAMES[task]
+        panels = [('%s %s%s\n%d images' % (name, r['split'], ', flip TTA' if report['tta'] else '', r['images']),
+                   r[mode]['confusion_matrix']) for r in report['results'] if r['task'] == name]
+        paths.append(os.path.join(out_dir, PLOT_FILE % name))
+        plot_confusion(paths[-1], task, panels)
+    return paths
+
+
+# ----------------------------------------------------------------------------- command line
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError('must be at least 1, got %s' % text)
+    return value
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog='\n\n'.join(__doc__.split('\n\n')[1:3]))
+    p.add_argument('--checkpoint', help='checkpoint prefix, folder (its newest checkpoint or weights.npz) or '
+                   'weights .npz (default: pretrained/ if it exists, else %s)' % config.DEFAULTS['checkpoint_dir'])
+    p.add_argument('--data-dir', help="data folder (default: the data_dir of the checkpoint's config.json)")
+    p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder)" % REPORT_FILE)
+    p.add_argument('--tta', action='store_true', help='also report flip test-time augmentation')
+    p.add_argument('--batch-size', type=_positive_int, default=256)
+    p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split')
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    checkpoint = args.checkpoint or model.default_checkpoint()
+    try:
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+            net, path = model.load_model(session, checkpoint)
+            report = evaluate(net, args.data_dir or net.config['data_dir'], args.tta, args.batch_size, args.limit)
+    except (data_utils.DataError, model.CheckpointError) as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2
+    report['checkpoint'] = path
+    images = sum(r['images'] for r in report['results'])
+    passes = images * (2 if args.tta else 1)  # the mirror images are a second forward pass
+    print('checkpoint %s, data %s: %d images%s in %.1f s (%.0f faces/s)'
+          % (path, report['data_dir'], images, ' (and their mirror images)' if args.tta else '',
+             report['seconds'], passes / max(report['seconds'], 1e-9)))
+    print(format_table(report))
+    out_dir = args.out or os.path.dirname(path) or '.'
+    try:
+        written = write_outputs(report, out_dir)
+    except OSError as err:
+        print('error: %s: cannot write the report (%s); choose another folder with --out'
+              % (err.filename or out_dir, err.strerror or err), file=sys.stderr)
+        return 2
+    print('wrote %s' % ', '.join(written))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,350 @@
+"""Smile, emotion and gender of every face in pictures, a video or a camera stream.
+
+  python predict.py photo.jpg                          each face, largest first: box, P(smile), emotion, P(male)
+  python predict.py a.jpg b.png --out annotated.jpg    draw boxes and labels (several pictures: annotated_1.jpg, ...)
+  python predict.py photo.jpg --json                   machine-readable output
+  python predict.py --video clip.mp4 --out annotated.mp4   annotate every frame (.mp4 or .avi)
+  python predict.py --camera 0 --out camera.avi        the same from a camera, until Ctrl-C or --max-frames
+  python predict.py photo.jpg --benchmark 100          p50 latency: session call alone, and with detection
+
+The model is the newest checkpoint of --checkpoint (default: pretrained/ when the repo ships it,
+else checkpoints/). Faces are found by prepare_data.detect_faces (OpenCV's Haar cascade) and
+cropped exactly as the training faces were (prepare_data.preprocess_face); all faces of a picture
+go through the network in one session call. In a video each face is followed from frame to frame
+by box overlap and its probabilities are averaged over its last --smooth frames, which steadies
+the labels. A picture without a face is not an error (exit 0); a missing or unreadable file is
+(one line on stderr, exit 2).
+
+Public names:
+  read_image(path)                  a picture file -> BGR uint8; DataError naming the file if unreadable
+  Predictor(session, checkpoint)    predictor(picture) -> [(box, {task: probabilities})], largest face first
+  describe(box, probabilities, track=None) -> one face as a JSON-ready dict
+  annotate(picture, faces)          draw the described faces' boxes and labels in place
+  Tracker(k)                        .update(faces): match boxes to the last frame's, average the last k
+  run_stream(capture, predictor, out_path, ...)   annotate a video or camera stream
+  benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
+"""
+import argparse
+import collections
+import json
+import os
+import sys
+import time
+
+import config
+from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
+
+# oneDNN off: a batch of a few faces runs ~8x faster without it (7 ms against 63 ms per face).
+tf = config.import_tf(onednn=False)
+# A camera that cannot be opened or a file that is no video is reported in one line of our own,
+# without OpenCV's and FFmpeg's warnings (the variable is read when FFmpeg is first used).
+os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import model  # noqa: E402
+import prepare_data  # noqa: E402
+from data_utils import DataError  # noqa: E402
+
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+SMOOTH_FRAMES = 5     # a tracked face's probabilities are averaged over this many frames
+MATCH_IOU = 0.3       # a box overlapping a track's last box this much continues the track
+VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG'}  # what opencv-python-headless can write
+BOX_COLOUR = (0, 200, 0)
+
+
+def read_image(path):
+    """A picture file -> BGR uint8 (H,W,3). Read as bytes first, so non-ASCII paths work everywhere."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err))
+    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    if image is None:
+        raise DataError('%s: not a readable picture (empty, truncated or not an image file)' % path)
+    return image
+
+
+class Predictor(object):
+    """The restored model plus face detection: one session call per picture."""
+
+    def __init__(self, session, checkpoint):
+        self.net, self.checkpoint = model.load_model(session, checkpoint)
+
+    def crops(self, picture):
+        """-> (boxes largest first, their 48x48 crops) of a BGR picture."""
+        gray = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+        boxes = prepare_data.detect_faces(gray)
+        return boxes, [prepare_data.preprocess_face(gray, box) for box in boxes]
+
+    def __call__(self, picture):
+        boxes, crops = self.crops(picture)
+        if not boxes:
+            return []
+        probs = self.net.predict(np.stack(crops))  # every face of the picture in one batch
+        return [(box, {t: p[i] for t, p in probs.items()}) for i, box in enumerate(boxes)]
+
+
+def describe(box, probabilities, track=None):
+    """{'box': [x, y, w, h], task name: {'label', 'probabilities': {class: p}}} (+ 'track' in a stream)."""
+    face = {'box': [int(v) for v in box]}
+    if track is not None:
+        face['track'] = track
+    for task in TASKS:
+        p = probabilities[task]
+        face[TASK_NAMES[task]] = {'label': CLASS_NAMES[task][int(np.argmax(p))],
+                                  'probabilities': {name: round(float(v), 4) for name, v in zip(CLASS_NAMES[task], p)}}
+    return face
+
+
+def _top(face, task):
+    """(label, its probability) of one task of a described face."""
+    head = face[TASK_NAMES[task]]
+    return head['label'], head['probabilities'][head['label']]
+
+
+def format_face(face):
+    smile, emotion, gender = (face[TASK_NAMES[t]] for t in (SMILE, EMOTION, GENDER))
+    return ('box x=%d y=%d w=%d h=%d  smile %.2f  emotion %s %.2f (%s)  gender %s, P(male) %.2f'
+            % (tuple(face['box']) + (smile['probabilities']['smile'],) + _top(face, EMOTION) +
+               (' '.join('%s %.2f' % item for item in emotion['probabilities'].items()),
+                gender['label'], gender['probabilities']['male'])))
+
+
+def annotate(picture, faces):
+    """Draw each face's box and its three predicted labels: above the box, below it when there is
+    no room above, inside it when there is room for neither."""
+    height = picture.shape[0]
+    for face in faces:
+        x, y, w, h = face['box']
+        scale = max(0.35, min(0.8, w / 300.0))
+        cv2.rectangle(picture, (x, y), (x + w, y + h), BOX_COLOUR, 2)
+        lines = ['%s %.2f' % _top(face, t) for t in TASKS]
+        line_h = cv2.getTextSize('Ag', cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] * 2
+        block = line_h * len(lines)
+        top = y - block if y >= block else y + h if y + h + block <= height else y
+        for i, text in enumerate(lines):
+            width = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][0]
+            y0 = top + i * line_h
+            cv2.rectangle(picture, (x, y0), (x + width + 6, y0 + line_h), BOX_COLOUR, -1)
+            cv2.putText(picture, text, (x + 3, y0 + line_h * 3 // 4), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                        (0, 0, 0), 1, cv2.LINE_AA)
+    return picture
+
+
+# ----------------------------------------------------------------------------- streams
+
+def box_iou(a, b):
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
+    return inter / float(aw * ah + bw * bh - inter)
+
+
+class Tracker(object):
+    """Follows faces from frame to frame and averages each one's probabilities over its last k frames.
+
+    A detection continues the track whose last box it overlaps most (IoU >= MATCH_IOU, each track
+    taken once); a track missed for more than k frames is dropped, so a face the detector loses
+    for a frame or two keeps its history.
+    """
+
+    def __init__(self, k=SMOOTH_FRAMES):
+        self.k = k
+        self.tracks = []
+        self.started = 0  # tracks ever started, also the last track id
+
+    def update(self, faces):
+        """faces [(box, {task: p})] of one frame -> [(box, {task: mean p over the track}, track id)]."""
+        pairs = sorted(((box_iou(box, track['box']), i, j) for i, (box, _) in enumerate(faces)
+                        for j, track in enumerate(self.tracks)), reverse=True)
+        matched = {}
+        for iou, i, j in pairs:
+            if iou < MATCH_IOU:
+                break
+            if i not in matched and j not in matched.values():
+                matched[i] = j
+        for j, track in enumerate(self.tracks):
+            track['missed'] = 0 if j in matched.values() else track['missed'] + 1
+        out = []
+        for i, (box, probs) in enumerate(faces):
+            if i in matched:
+                track = self.tracks[matched[i]]
+            else:
+                self.started += 1
+                track = dict(id=self.started, missed=0, history=collections.deque(maxlen=self.k))
+                self.tracks.append(track)
+            track['box'] = box
+            track['history'].append(probs)
+            out.append((box, {t: np.mean([h[t] for h in track['history']], axis=0) for t in probs}, track['id']))
+        self.tracks = [t for t in self.tracks if t['missed'] <= self.k]
+        return out
+
+
+def open_video(path):
+    if not os.path.isfile(path):
+        raise DataError('%s: file not found' % path)
+    capture = cv2.VideoCapture(path)
+    if not capture.isOpened():
+        raise DataError('%s: not a readable video' % path)
+    return capture
+
+
+def open_camera(index):
+    capture = cv2.VideoCapture(index)
+    if not capture.isOpened():
+        raise DataError('camera %d: cannot be opened (no camera with this index, or it is in use)' % index)
+    return capture
+
+
+def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_frames=0, json_lines=False):
+    """Annotate frames into out_path until the stream ends, max_frames, or Ctrl-C.
+
+    Returns (frames, faces tracked, seconds); the time covers everything from reading a frame
+    to writing it. json_lines: print one JSON object per frame.
+    """
+    fourcc = VIDEO_CODECS.get(os.path.splitext(out_path)[1].lower())
+    if fourcc is None:
+        raise DataError('%s: the annotated video must be .mp4 or .avi' % out_path)
+    fps = capture.get(cv2.CAP_PROP_FPS)
+    fps = fps if 0 < fps < 1000 else 25.0  # cameras often report 0
+    tracker, writer, frames = Tracker(smooth), None, 0
+    start = time.time()
+    try:
+        while not max_frames or frames < max_frames:
+            ok, frame = capture.read()
+            if not ok:
+                break
+            faces = [describe(*face) for face in tracker.update(predictor(frame))]
+            if writer is None:
+                writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*fourcc), fps, frame.shape[1::-1])
+                if not writer.isOpened():
+                    raise DataError('%s: cannot write the video (does its folder exist?)' % out_path)
+            writer.write(annotate(frame, faces))
+            if json_lines:
+                print(json.dumps({'frame': frames, 'faces': faces}), flush=True)
+            frames += 1
+    except KeyboardInterrupt:  # how a camera run ends; the video written so far is kept
+        pass
+    finally:
+        if writer is not None:
+            writer.release()
+        capture.release()
+    if frames == 0:
+        raise DataError('%s: no frame could be read (not a video, or an empty one)' % source)
+    return frames, tracker.started, time.time() - start
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def benchmark(predictor, picture, runs):
+    """p50 milliseconds of the session call alone and of detection + crops + session call."""
+    _, crops = predictor.crops(picture)
+    if not crops:
+        raise DataError('no face found to benchmark')
+    batch = np.stack(crops)
+    timings = {'session': [], 'end_to_end': []}
+    for i in range(runs + 3):  # the first calls warm up TensorFlow
+        t0 = time.perf_counter()
+        predictor.net.predict(batch)
+        t1 = time.perf_counter()
+        predictor(picture)
+        t2 = time.perf_counter()
+        if i >= 3:
+            timings['session'].append(t1 - t0)
+            timings['end_to_end'].append(t2 - t1)
+    return len(crops), 1000 * np.median(timings['session']), 1000 * np.median(timings['end_to_end'])
+
+
+def output_paths(out, count):
+    """--out for `count` pictures: the name itself for one, name_1.ext, name_2.ext, ... for several."""
+    if count == 1:
+        return [out]
+    stem, ext = os.path.splitext(out)
+    return ['%s_%d%s' % (stem, i, ext) for i in range(1, count + 1)]
+
+
+def write_image(path, picture):
+    try:
+        ok = cv2.imwrite(path, picture)
+    except cv2.error:  # an extension OpenCV has no writer for
+        ok = False
+    if not ok:
+        raise DataError('%s: cannot write the picture (unknown extension, or its folder does not exist)' % path)
+
+
+# ----------------------------------------------------------------------------- command line
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog='\n\n'.join(__doc__.split('\n\n')[1:3]))
+    p.add_argument('images', nargs='*', metavar='IMAGE', help='picture files')
+    p.add_argument('--checkpoint', help='checkpoint prefix, folder or weights .npz (default: pretrained/ if it '
+                   'exists, else %s)' % config.DEFAULTS['checkpoint_dir'])
+    p.add_argument('--out', help='annotated picture (several pictures: name_1.ext, ...) or video (.mp4 or .avi)')
+    p.add_argument('--json', action='store_true', help='print JSON (streams: one line per frame)')
+    p.add_argument('--video', metavar='FILE', help='annotate every frame of a video file (needs --out)')
+    p.add_argument('--camera', type=int, metavar='INDEX', help='annotate a camera stream (needs --out)')
+    p.add_argument('--smooth', type=int, default=SMOOTH_FRAMES,
+                   help='streams: average each face over this many frames (default: %(default)s)')
+    p.add_argument('--max-frames', type=int, default=0, help='streams: stop after this many frames')
+    p.add_argument('--benchmark', type=int, metavar='RUNS', help='time RUNS predictions on the first picture')
+    args = p.parse_args(argv)
+    streams = (args.video is not None) + (args.camera is not None)
+    if streams + bool(args.images) != 1:
+        p.error('give picture files, or --video FILE, or --camera INDEX (one of them)')
+    if streams and not args.out:
+        p.error('--video and --camera need --out FILE.mp4 or FILE.avi')
+    if args.benchmark is not None and (streams or args.benchmark < 1):
+        p.error('--benchmark needs picture files and RUNS >= 1')
+    if args.smooth < 1:
+        p.error('--smooth must be at least 1')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        # Unreadable inputs fail before the model is loaded.
+        pictures = [read_image(path) for path in args.images]
+        if args.video is not None:
+            source, capture = args.video, open_video(args.video)
+        elif args.camera is not None:
+            source, capture = 'camera %d' % args.camera, open_camera(args.camera)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+            predictor = Predictor(session, args.checkpoint or model.default_checkpoint())
+            if not pictures:
+                frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
+                                                     args.max_frames, args.json)
+                print('%s: %d frames, %d face track(s), %.1f frames/s; wrote %s'
+                      % (source, frames, tracks, frames / max(seconds, 1e-9), args.out),
+                      file=sys.stderr if args.json else sys.stdout)
+                return 0
+            if args.benchmark:
+                faces, session_ms, total_ms = benchmark(predictor, pictures[0], args.benchmark)
+                print('%s: %d face(s), p50 of %d runs: session call %.1f ms, detection + crop + session call %.1f ms'
+                      % (args.images[0], faces, args.benchmark, session_ms, total_ms))
+                return 0
+            results = [[describe(box, probs) for box, probs in predictor(picture)] for picture in pictures]
+        outputs = output_paths(args.out, len(pictures)) if args.out else []
+        for path, picture, faces in zip(outputs, pictures, results):
+            write_image(path, annotate(picture, faces))
+    except (DataError, model.CheckpointError) as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps([{'image': path, 'faces': faces} for path, faces in zip(args.images, results)], indent=2))
+        return 0
+    for path, faces in zip(args.images, results):
+        print('%s: %s' % (path, '%d face(s)' % len(faces) if faces else 'no face found'))
+        for i, face in enumerate(faces, 1):
+            print('  face %d  %s' % (i, format_face(face)))
+    for path in outputs:
+        print('wrote %s' % path)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

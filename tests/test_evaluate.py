@@ -1,0 +1,185 @@
+"""evaluate.py: the metric functions by hand, and a demo checkpoint's report against numbers computed here."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+import config
+import data_utils
+import evaluate
+import model
+from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES
+
+tf = config.import_tf()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
+SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_test'), (GENDER, 'test'))
+
+
+# ----------------------------------------------------------------------------- metrics by hand
+
+def test_metrics_on_a_hand_computed_example():
+    labels = [0, 0, 0, 1, 1, 2]
+    predictions = [0, 1, 0, 1, 1, 0]
+    assert evaluate.confusion_matrix(labels, predictions, 3).tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert evaluate.accuracy(labels, predictions) == pytest.approx(4 / 6)
+    assert evaluate.per_class_accuracy(labels, predictions, 3) == pytest.approx([2 / 3, 1.0, 0.0])
+    assert evaluate.balanced_accuracy(labels, predictions, 3) == pytest.approx((2 / 3 + 1 + 0) / 3)
+
+
+def test_balanced_accuracy_sees_through_a_majority_guess():
+    labels = np.array([1] * 75 + [0] * 25)  # 75% male, like the gender test set
+    always_male = np.ones(100, int)
+    assert evaluate.accuracy(labels, always_male) == 0.75
+    assert evaluate.balanced_accuracy(labels, always_male, 2) == 0.5
+
+
+def test_a_class_without_samples_is_nan_and_left_out_of_the_balance():
+    recalls = evaluate.per_class_accuracy([0, 0, 2], [0, 1, 2], 3)
+    assert recalls[0] == 0.5 and np.isnan(recalls[1]) and recalls[2] == 1.0
+    assert evaluate.balanced_accuracy([0, 0, 2], [0, 1, 2], 3) == 0.75
+    assert evaluate.confusion_matrix([], [], 2).tolist() == [[0, 0], [0, 0]]
+    assert np.isnan(evaluate.accuracy([], []))
+
+
+# ----------------------------------------------------------------------------- a demo checkpoint
+
+def run_main(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = evaluate.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.fixture(scope='module')
+def reference(demo_checkpoint, demo_dir):
+    """{(task, split): (labels, plain probabilities, flip-averaged probabilities)}, computed here:
+    the files read with numpy, the model restored directly, mirror images made with np.fliplr."""
+    out = {}
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, training=False, verbose=False)
+        net.restore(demo_checkpoint)
+        for task, split in SPLITS:
+            records = np.load(data_utils.split_path(demo_dir, task, split))
+            images, labels = records['image'], records['label']
+            plain = net.predict(images)[task]
+            mirrored = net.predict(np.stack([np.fliplr(img) for img in images]))[task]
+            out[(task, split)] = labels, plain, (plain + mirrored) / 2
+    return out
+
+
+@pytest.fixture(scope='module')
+def evaluated(demo_checkpoint, demo_dir, tmp_path_factory):
+    out_dir = str(tmp_path_factory.mktemp('evaluation'))
+    code, stdout, stderr = run_main(['--checkpoint', demo_checkpoint, '--data-dir', demo_dir, '--out', out_dir,
+                                     '--tta'])
+    assert code == 0, stderr
+    with open(os.path.join(out_dir, evaluate.REPORT_FILE)) as f:
+        return out_dir, stdout, json.load(f)
+
+
+def expected_metrics(task, labels, probabilities):
+    predictions = probabilities.argmax(axis=1)
+    per_class = [np.mean(predictions[labels == c] == c) for c in range(NUM_CLASSES[task])]
+    matrix = [[int(np.sum((labels == t) & (predictions == p))) for p in range(NUM_CLASSES[task])]
+              for t in range(NUM_CLASSES[task])]
+    return np.mean(predictions == labels), np.mean(per_class), per_class, matrix
+
+
+def test_report_matches_accuracies_computed_independently(evaluated, reference):
+    _, _, report = evaluated
+    assert [(r['task'], r['split']) for r in report['results']] == [(TASK_NAMES[t], s) for t, s in SPLITS]
+    for result, (task, split) in zip(report['results'], SPLITS):
+        labels, plain, tta = reference[(task, split)]
+        assert result['images'] == len(labels)
+        assert result['class_names'] == list(CLASS_NAMES[task])
+        for mode, probabilities in (('plain', plain), ('tta', tta)):
+            acc, balanced, per_class, matrix = expected_metrics(task, labels, probabilities)
+            got = result[mode]
+            assert got['accuracy'] == pytest.approx(acc), (task, split, mode)
+            assert got['balanced_accuracy'] == pytest.approx(balanced), (task, split, mode)
+            assert [got['per_class_accuracy'][name] for name in CLASS_NAMES[task]] == pytest.approx(per_class)
+            assert got['confusion_matrix'] == matrix
+    # the demo model is far better than chance: the numbers come from a trained network
+    assert report['results'][0]['plain']['accuracy'] > 0.8
+
+
+def test_flip_tta_averages_each_face_with_its_mirror(demo_checkpoint, demo_dir, reference):
+    records = np.load(data_utils.split_path(demo_dir, EMOTION, 'private_test'))
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, _ = model.load_model(session, demo_checkpoint)
+        plain = net.predict(records['image'])
+        tta = evaluate.flip_tta(net, records['image'], plain)
+    _, expected_plain, expected_tta = reference[(EMOTION, 'private_test')]
+    np.testing.assert_allclose(plain[EMOTION], expected_plain, atol=1e-6)
+    np.testing.assert_allclose(tta[EMOTION], expected_tta, atol=1e-6)
+    assert np.abs(tta[EMOTION] - plain[EMOTION]).max() > 1e-3  # the mirror images did change something
+
+
+def test_table_lists_every_data_set_with_plain_and_tta_rows(evaluated):
+    _, stdout, report = evaluated
+    for r in report['results']:
+        row = next(line for line in stdout.splitlines() if line.startswith('%s %s' % (r['task'], r['split'])))
+        assert '%.4f' % r['plain']['accuracy'] in row and '%.4f' % r['plain']['balanced_accuracy'] in row
+        assert all(name in row for name in r['class_names'])
+    assert stdout.count('+ flip TTA') == len(SPLITS)
+
+
+def test_json_and_confusion_pngs_are_well_formed(evaluated):
+    out_dir, _, report = evaluated
+    assert report['tta'] is True and report['limit'] is None
+    assert os.path.basename(report['checkpoint']).startswith('model.ckpt-')
+    for task in (SMILE, EMOTION, GENDER):
+        path = os.path.join(out_dir, evaluate.PLOT_FILE % TASK_NAMES[task])
+        with open(path, 'rb') as f:
+            assert f.read(8) == PNG_MAGIC
+        image = cv2.imread(path)
+        assert image is not None and image.ndim == 3 and min(image.shape[:2]) > 200
+
+
+def test_cli_limit_end_to_end(demo_checkpoint, demo_dir, tmp_path):
+    result = subprocess.run([sys.executable, 'evaluate.py', '--checkpoint', demo_checkpoint, '--data-dir', demo_dir,
+                             '--limit', '50', '--out', str(tmp_path)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ''
+    with open(tmp_path / evaluate.REPORT_FILE) as f:
+        report = json.load(f)
+    assert report['limit'] == 50 and [r['images'] for r in report['results']] == [50] * 4
+    assert all('tta' not in r for r in report['results'])
+    assert 'smile test' in result.stdout and 'wrote' in result.stdout
+
+
+# ----------------------------------------------------------------------------- one-line errors
+
+def test_missing_checkpoint(tmp_path):
+    code, _, err = run_main(['--checkpoint', str(tmp_path / 'nowhere')])
+    assert code == 2 and err == 'error: %s: checkpoint not found\n' % (tmp_path / 'nowhere')
+
+
+def test_checkpoint_not_matching_the_model(demo_checkpoint, tmp_path):
+    with open(os.path.join(demo_checkpoint, model.CONFIG_FILE)) as f:
+        (tmp_path / model.CONFIG_FILE).write_text(f.read())
+    np.savez(tmp_path / model.WEIGHTS_FILE, **{'trunk/conv1_1/weights': np.zeros((3, 3, 1, 8), np.float32)})
+    code, _, err = run_main(['--checkpoint', str(tmp_path)])
+    assert code == 2 and err.count('\n') == 1
+    assert err.startswith('error: %s does not match this model' % (tmp_path / model.WEIGHTS_FILE))
+
+
+def test_missing_data_names_the_prepare_command(demo_checkpoint, tmp_path):
+    code, _, err = run_main(['--checkpoint', demo_checkpoint, '--data-dir', str(tmp_path)])
+    assert code == 2 and err.count('\n') == 1
+    assert str(tmp_path) in err and 'python prepare_data.py' in err
+
+
+def test_unwritable_out_is_one_line(demo_checkpoint, demo_dir, tmp_path):
+    blocker = tmp_path / 'file'
+    blocker.write_text('not a folder')
+    code, _, err = run_main(['--checkpoint', demo_checkpoint, '--data-dir', demo_dir, '--limit', '5',
+                             '--out', str(blocker / 'report')])
+    assert code == 2 and err.count('\n') == 1 and err.startswith('error: ') and '--out' in err

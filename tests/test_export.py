@@ -1,0 +1,78 @@
+"""export.py: a SavedModel of the demo checkpoint, written by the CLI and loaded with plain TF2 eager code."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import config
+import data_utils
+import export
+import model
+from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
+
+tf1 = config.import_tf()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope='module')
+def exported(demo_checkpoint, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp('export') / 'bknet')
+    result = subprocess.run([sys.executable, 'export.py', '--checkpoint', demo_checkpoint, '--out', out],
+                            cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out
+
+
+@pytest.fixture(scope='module')
+def faces(demo_dir):
+    """Real demo faces of every task plus two extremes (black, white)."""
+    parts = [data_utils.load_split(data_utils.split_path(demo_dir, t, s))[0][:20]
+             for t, s in ((SMILE, 'test'), (EMOTION, 'private_test'), (GENDER, 'test'))]
+    return np.concatenate(parts + [np.zeros((1, 48, 48), np.uint8), np.full((1, 48, 48), 255, np.uint8)])
+
+
+def test_savedmodel_matches_the_session_within_1e_5(exported, demo_checkpoint, faces):
+    import tensorflow as tf
+    assert tf.executing_eagerly()
+    serve = tf.saved_model.load(exported).signatures['serving_default']
+    got = serve(faces=tf.constant(faces))
+    with tf1.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
+        net, _ = model.load_model(session, demo_checkpoint)
+        expected = net.predict(faces)
+    assert sorted(got) == sorted(TASK_NAMES.values())
+    for task in TASKS:
+        p = got[TASK_NAMES[task]].numpy()
+        assert p.shape == (len(faces), len(CLASS_NAMES[task]))
+        np.testing.assert_allclose(p, expected[task], atol=1e-5, rtol=0)
+        assert np.ptp(p[:, 0]) > 0.1  # the faces get different answers: real weights, not a constant
+
+
+def test_signature_and_class_names(exported):
+    import tensorflow as tf
+    serve = tf.saved_model.load(exported).signatures['serving_default']
+    spec = serve.structured_input_signature[1]['faces']
+    assert spec.dtype == tf.uint8 and spec.shape.as_list() == [None, 48, 48]
+    with open(os.path.join(exported, 'assets.extra', 'class_names.json')) as f:
+        assert json.load(f) == {TASK_NAMES[t]: list(CLASS_NAMES[t]) for t in TASKS}
+
+
+def test_refuses_to_overwrite_without_force(demo_checkpoint, tmp_path, capsys):
+    out = tmp_path / 'bknet'
+    out.mkdir()
+    (out / 'keep.txt').write_text('mine')
+    assert export.main(['--checkpoint', demo_checkpoint, '--out', str(out)]) == 2
+    assert capsys.readouterr().err == 'error: %s already exists; pass --force to replace it\n' % out
+    assert (out / 'keep.txt').read_text() == 'mine'
+
+    assert export.main(['--checkpoint', demo_checkpoint, '--out', str(out), '--force']) == 0
+    assert sorted(os.listdir(out)) == ['assets.extra', 'saved_model.pb', 'variables']
+    assert os.listdir(tmp_path) == ['bknet']  # the temporary build folder is gone
+
+
+def test_missing_checkpoint_is_one_line(tmp_path, capsys):
+    assert export.main(['--checkpoint', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'out')]) == 2
+    assert capsys.readouterr().err == 'error: %s: checkpoint not found\n' % (tmp_path / 'nowhere')
+    assert not os.path.exists(tmp_path / 'out')

@@ -1,0 +1,184 @@
+"""predict.py on a picture composed from matplotlib's Grace Hopper photo (Haar finds her face at
+every size used here), a blank picture, a file that is no picture, and a short video."""
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from matplotlib import cbook
+
+import config
+import predict
+from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
+
+tf = config.import_tf()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Three copies of the photo's face region side by side: (left x, width) of each on the canvas.
+COPIES = ((10, 240), (300, 170), (520, 130))
+CANVAS = (320, 700)
+
+
+def compose_faces():
+    """A 320x700 BGR picture with three faces of decreasing size; -> (picture, [(x0, y0, x1, y1)] of each copy)."""
+    photo = cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))[50:440, 100:430]
+    canvas = np.full(CANVAS + (3,), 200, np.uint8)
+    regions = []
+    for x, width in COPIES:
+        copy = cv2.resize(photo, (width, int(width * photo.shape[0] / photo.shape[1])), interpolation=cv2.INTER_AREA)
+        canvas[10:10 + copy.shape[0], x:x + width] = copy
+        regions.append((x, 10, x + width, 10 + copy.shape[0]))
+    return canvas, regions
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    folder = tmp_path_factory.mktemp('pictures')
+    paths = {name: str(folder / name) for name in ('faces.jpg', 'blank.png', 'not_a_picture.jpg', 'clip.avi')}
+    picture, _ = compose_faces()
+    cv2.imwrite(paths['faces.jpg'], picture)
+    cv2.imwrite(paths['blank.png'], np.full((200, 300, 3), 128, np.uint8))
+    with open(paths['not_a_picture.jpg'], 'w') as f:
+        f.write('hello, I am text\n')
+    writer = cv2.VideoWriter(paths['clip.avi'], cv2.VideoWriter_fourcc(*'MJPG'), 10, CANVAS[::-1])
+    for i in range(10):  # the faces drift right by 3 pixels a frame
+        writer.write(np.roll(picture, 3 * i, axis=1))
+    writer.release()
+    return paths
+
+
+@pytest.fixture(scope='module')
+def predictor(demo_checkpoint):
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        yield predict.Predictor(session, demo_checkpoint)
+
+
+def run_main(argv):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = predict.main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_probabilities(probabilities):
+    for task in TASKS:
+        p = np.asarray(probabilities[task])
+        assert p.shape == (len(CLASS_NAMES[task]),)
+        assert np.all(p >= 0) and p.sum() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_finds_every_face_largest_first_with_valid_probabilities(predictor):
+    picture, regions = compose_faces()
+    faces = predictor(picture)
+    assert len(faces) == 3
+    boxes = [box for box, _ in faces]
+    assert [w * h for _, _, w, h in boxes] == sorted((w * h for _, _, w, h in boxes), reverse=True)
+    for (x, y, w, h), (x0, y0, x1, y1) in zip(boxes, regions):  # largest box <-> largest copy
+        assert x0 <= x + w / 2 <= x1 and y0 <= y + h / 2 <= y1
+    for _, probabilities in faces:
+        check_probabilities(probabilities)
+
+
+def test_all_faces_of_a_picture_go_through_one_session_call(predictor, monkeypatch):
+    calls = []
+    run = predictor.net.sess.run
+    monkeypatch.setattr(predictor.net.sess, 'run', lambda *a, **k: calls.append(1) or run(*a, **k))
+    assert len(predictor(compose_faces()[0])) == 3
+    assert len(calls) == 1
+
+
+def test_json_for_faces_and_for_a_blank_picture(demo_checkpoint, files):
+    code, out, err = run_main([files['faces.jpg'], files['blank.png'], '--checkpoint', demo_checkpoint, '--json'])
+    assert code == 0, err
+    results = json.loads(out)
+    assert [r['image'] for r in results] == [files['faces.jpg'], files['blank.png']]
+    faces, blank = results[0]['faces'], results[1]['faces']
+    assert len(faces) == 3 and blank == []
+    for face in faces:
+        assert len(face['box']) == 4
+        for task in TASKS:
+            head = face[TASK_NAMES[task]]
+            probabilities = [head['probabilities'][name] for name in CLASS_NAMES[task]]
+            assert sum(probabilities) == pytest.approx(1.0, abs=1e-3)  # rounded to 4 decimals
+            assert head['label'] == CLASS_NAMES[task][int(np.argmax(probabilities))]
+
+
+def test_text_output_and_annotated_pictures(demo_checkpoint, files, tmp_path):
+    out = str(tmp_path / 'annotated.jpg')
+    code, stdout, err = run_main([files['faces.jpg'], files['blank.png'], '--checkpoint', demo_checkpoint,
+                                  '--out', out])
+    assert code == 0, err
+    lines = stdout.splitlines()
+    assert lines[0] == '%s: 3 face(s)' % files['faces.jpg']
+    for line in lines[1:4]:
+        assert 'box x=' in line and 'smile ' in line and 'P(male)' in line
+        assert all(name in line for name in CLASS_NAMES[EMOTION])
+    assert '%s: no face found' % files['blank.png'] in lines
+    for i, source in ((1, 'faces.jpg'), (2, 'blank.png')):
+        written = cv2.imread(str(tmp_path / ('annotated_%d.jpg' % i)))
+        original = cv2.imread(files[source])
+        assert written is not None and written.shape == original.shape
+    drawn = cv2.imread(str(tmp_path / 'annotated_1.jpg')).astype(int) - cv2.imread(files['faces.jpg']).astype(int)
+    assert (np.abs(drawn).max(axis=2) > 60).mean() > 0.01  # boxes and labels, not just JPEG noise
+
+
+def test_blank_picture_is_not_an_error(demo_checkpoint, files):
+    code, out, err = run_main([files['blank.png'], '--checkpoint', demo_checkpoint])
+    assert (code, out, err) == (0, '%s: no face found\n' % files['blank.png'], '')
+
+
+def test_not_a_picture_is_one_line_and_exit_2(files):
+    result = subprocess.run([sys.executable, 'predict.py', files['not_a_picture.jpg']], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and result.stdout == ''
+    assert result.stderr.count('\n') == 1 and result.stderr.startswith('error: %s: ' % files['not_a_picture.jpg'])
+
+
+def test_missing_picture_and_missing_camera(demo_checkpoint, tmp_path):
+    code, _, err = run_main([str(tmp_path / 'nowhere.jpg')])
+    assert code == 2 and err.startswith('error: %s: ' % (tmp_path / 'nowhere.jpg')) and err.count('\n') == 1
+    code, _, err = run_main(['--camera', '9', '--out', str(tmp_path / 'camera.avi'), '--checkpoint', demo_checkpoint])
+    assert code == 2 and err == 'error: camera 9: cannot be opened (no camera with this index, or it is in use)\n'
+
+
+def test_video_is_annotated_frame_by_frame_with_tracked_faces(demo_checkpoint, files, tmp_path):
+    out = str(tmp_path / 'annotated.mp4')
+    code, stdout, err = run_main(['--video', files['clip.avi'], '--out', out, '--checkpoint', demo_checkpoint,
+                                  '--json'])
+    assert code == 0
+    frames = [json.loads(line) for line in stdout.splitlines()]
+    assert [f['frame'] for f in frames] == list(range(10))
+    assert 'frames/s' in err and '10 frames' in err
+    # three faces drifting slowly keep their track ids: the largest one is always track 1
+    assert {face['track'] for f in frames for face in f['faces']} == {1, 2, 3}
+    assert all(f['faces'][0]['track'] == 1 for f in frames if f['faces'])
+    capture = cv2.VideoCapture(out)
+    written = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        written.append(frame.shape)
+    assert written == [CANVAS + (3,)] * 10
+
+
+def test_tracker_matches_boxes_and_averages_the_last_k_frames():
+    tracker = predict.Tracker(k=2)
+
+    def probs(p_smile):
+        return {SMILE: np.array([1 - p_smile, p_smile]), EMOTION: np.full(7, 1 / 7), GENDER: np.array([0.5, 0.5])}
+
+    first = tracker.update([((0, 0, 100, 100), probs(0.2))])
+    assert first[0][2] == 1 and first[0][1][SMILE][1] == pytest.approx(0.2)
+    # the same face moved a little, and a new face far away
+    second = tracker.update([((10, 5, 100, 100), probs(0.6)), ((300, 0, 80, 80), probs(0.9))])
+    assert [track for _, _, track in second] == [1, 2]
+    assert second[0][1][SMILE][1] == pytest.approx(0.4)   # mean of 0.2 and 0.6
+    assert second[1][1][SMILE][1] == pytest.approx(0.9)
+    third = tracker.update([((12, 5, 100, 100), probs(1.0))])
+    assert third[0][1][SMILE][1] == pytest.approx(0.8)    # k=2: only 0.6 and 1.0 remain
+    assert predict.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
