@@ -1,0 +1,200 @@
+"""The notebooks: committed without outputs, and run headless (nbclient + ipykernel) on demo data.
+
+The run tests write everything (demo data, checkpoints, reports) into pytest's temp folders: each
+notebook's `parameters` cell is replaced by one pointing there (nbclient does no papermill injection).
+practice.ipynb generates its own demo data and trains 40 steps (~1-1.5 min); beyond.ipynb reads the
+shared demo data set and a copy of the shared 3-epoch demo checkpoint (conftest), ~15 s once those exist.
+"""
+import ast
+import glob
+import json
+import os
+import re
+import shutil
+import sys
+
+import pytest
+
+nbformat = pytest.importorskip('nbformat')
+nbclient = pytest.importorskip('nbclient')
+pytest.importorskip('ipykernel')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
+PRACTICE = os.path.join(NOTEBOOK_DIR, 'practice.ipynb')
+BEYOND = os.path.join(NOTEBOOK_DIR, 'beyond.ipynb')
+NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, '*.ipynb')))
+PRACTICE_PARAMETERS = {'DATA_DIR', 'USE_DEMO_IF_MISSING', 'CHECKPOINT_DIR', 'EPOCHS', 'MAX_STEPS', 'BATCH_SIZE'}
+KERNEL_NAME = 'bknet-test-python3'
+CELL_TIMEOUT = 600  # seconds; the whole practice notebook takes ~1-2 min on 2 cores
+
+
+def read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def parameters_cell(nb):
+    cells = [c for c in nb.cells if 'parameters' in c.metadata.get('tags', [])]
+    assert len(cells) == 1, 'expected exactly one cell tagged "parameters", found %d' % len(cells)
+    return cells[0]
+
+
+def assigned_names(source):
+    return {t.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
+            for t in node.targets if isinstance(t, ast.Name)}
+
+
+def inject_parameters(nb, **params):
+    """Replace the parameters cell's source by `NAME = value` lines (what papermill would add)."""
+    cell = parameters_cell(nb)
+    assert set(params) == assigned_names(cell.source), 'the notebook parameters changed: update this test'
+    cell.source = '\n'.join('%s = %r' % item for item in sorted(params.items()))
+
+
+def cell_text(cell):
+    """All text a code cell printed (streams and text results)."""
+    parts = []
+    for out in cell.get('outputs', []):
+        if out.output_type == 'stream':
+            parts.append(out.text)
+        elif out.output_type in ('execute_result', 'display_data'):
+            parts.append(out.get('data', {}).get('text/plain', ''))
+    return ''.join(parts)
+
+
+def find_cell(nb, snippet):
+    cells = [c for c in nb.cells if c.cell_type == 'code' and snippet in c.source]
+    assert len(cells) == 1, 'expected one code cell containing %r, found %d' % (snippet, len(cells))
+    return cells[0]
+
+
+@pytest.fixture
+def kernel(tmp_path, monkeypatch):
+    """A kernelspec that runs ipykernel in this very interpreter, found through JUPYTER_PATH.
+
+    The installed 'python3' spec says just `python`, which may be another interpreter on PATH
+    (or be missing in CI); this one cannot be.
+    """
+    spec_dir = tmp_path / 'jupyter' / 'kernels' / KERNEL_NAME
+    spec_dir.mkdir(parents=True)
+    (spec_dir / 'kernel.json').write_text(json.dumps({
+        'argv': [sys.executable, '-m', 'ipykernel_launcher', '-f', '{connection_file}'],
+        'display_name': 'Python 3 (test)', 'language': 'python'}))
+    monkeypatch.setenv('JUPYTER_PATH', str(tmp_path / 'jupyter'))
+    monkeypatch.setenv('IPYTHONDIR', str(tmp_path / 'ipython'))  # no history / profile in the user's home
+    return KERNEL_NAME
+
+
+def client_for(nb, kernel):
+    # cwd = the repo root, as the notebook's first cell makes it when started in notebooks/
+    return nbclient.NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT,
+                                   resources={'metadata': {'path': ROOT}})
+
+
+# ----------------------------------------------------------------------------- committed state
+
+@pytest.mark.parametrize('path', NOTEBOOKS, ids=[os.path.basename(p) for p in NOTEBOOKS])
+def test_committed_notebook_is_clean(path):
+    nb = read(path)
+    nbformat.validate(nb)
+    assert nb.metadata.get('kernelspec', {}).get('name') == 'python3'
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == 'code':
+            assert cell.outputs == [], 'cell %d of %s has outputs: clear them before committing' % (i, path)
+            assert cell.execution_count is None, 'cell %d of %s has an execution count' % (i, path)
+
+
+def test_practice_notebook_exists_with_parameters():
+    assert PRACTICE in NOTEBOOKS
+    nb = read(PRACTICE)
+    assert assigned_names(parameters_cell(nb).source) == PRACTICE_PARAMETERS
+    text = '\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown')
+    for heading in ('## Phần 1: Dataset and Data provider', '## Phần 2: Định nghĩa mô hình và huấn luyện',
+                    '## Bài tập về nhà'):
+        assert heading in text
+
+
+# ----------------------------------------------------------------------------- headless runs
+
+@pytest.mark.slow
+def test_practice_notebook_runs_on_demo_data(tmp_path, kernel):
+    import data_utils
+    from config import EMOTION, GENDER, SMILE
+
+    data_dir = str(tmp_path / 'data')  # empty: the notebook generates the demo set here
+    ckpt_dir = str(tmp_path / 'checkpoints')
+    steps = 40
+    nb = read(PRACTICE)
+    inject_parameters(nb, DATA_DIR=data_dir, USE_DEMO_IF_MISSING=True, CHECKPOINT_DIR=ckpt_dir,
+                      EPOCHS=1, MAX_STEPS=steps, BATCH_SIZE=32)
+    client = client_for(nb, kernel)
+    train_cell = find_cell(nb, '.train()')
+    with client.setup_kernel():
+        for index, cell in enumerate(nb.cells):
+            client.execute_cell(cell, index)  # raises CellExecutionError on the first failing cell
+        first_training = cell_text(train_cell)
+        client.execute_cell(train_cell, nb.cells.index(train_cell))  # re-running the cell works
+        second_training = cell_text(train_cell)
+
+    # The demo data was written into the temp folder, nowhere else.
+    assert 'generating the synthetic demo data set' in cell_text(find_cell(nb, 'make_demo'))
+    assert os.path.isfile(data_utils.split_path(data_dir, SMILE, 'train'))
+
+    # Phần 1: the all_data check and the gen() check with batches of 1000.
+    total = sum(data_utils.count_split(data_utils.split_path(data_dir, t, s))
+                for t, s in ((SMILE, 'test'), (EMOTION, 'public_test'), (GENDER, 'test')))
+    assert 'len(dataset.all_data) = %d' % total in cell_text(find_cell(nb, 'batch_size=64, data_dir=DATA_DIR'))
+    assert 'Epoch  1  batch_data = ' in cell_text(find_cell(nb, 'def generator('))
+    sizes = [1000] * (total // 1000) + ([total % 1000] if total % 1000 else [])
+    expected = ''.join('%d %d %d %d\n' % (i, n, n, n) for i, n in enumerate(sizes, 1))
+    assert expected in cell_text(find_cell(nb, 'dataset.gen()'))
+
+    # Phần 2: the model's shape lines, a fresh start, the step cap; then a resume when re-run.
+    for shape in ('(?, 24, 24, 32)', '(?, 12, 12, 64)', '(?, 6, 6, 128)', '(?, 3, 3, 256)'):
+        assert shape in first_training
+    assert 'Created model with fresh parameters.' in first_training
+    assert 'Stopped at step %d (max_steps)' % steps in first_training
+    assert 'Reading model parameters from' in second_training
+
+    # Bài tập về nhà: the reloaded model's accuracy on the four test files.
+    homework = cell_text(find_cell(nb, 'trained_model.restore(CHECKPOINT_DIR)'))
+    assert 'Restored %s' % os.path.join(ckpt_dir, 'model.ckpt-%d' % steps) in homework
+    for name in ('smile test', 'emotion public test', 'emotion private test', 'gender test'):
+        match = re.search(r'^%s +accuracy: ([0-9.]+) \((\d+) images\)$' % name, homework, re.M)
+        assert match, 'no accuracy line for %s in:\n%s' % (name, homework)
+        assert 0.0 <= float(match.group(1)) <= 1.0
+
+
+@pytest.mark.slow
+def test_beyond_notebook_runs_on_demo_checkpoint(tmp_path, kernel, demo_dir, demo_checkpoint):
+    assert BEYOND in NOTEBOOKS
+    ckpt_dir = str(tmp_path / 'checkpoint')
+    shutil.copytree(demo_checkpoint, ckpt_dir)  # the notebook writes its evaluation report beside it
+    # A checkpoint saved under an absolute folder names its files by absolute path in the
+    # `checkpoint` state file: point the copy's state at the copy (a no-op for relative names).
+    state = os.path.join(ckpt_dir, 'checkpoint')
+    with open(state) as f:
+        text = f.read()
+    with open(state, 'w') as f:
+        f.write(text.replace(os.path.join(demo_checkpoint, ''), ''))
+    nb = read(BEYOND)
+    inject_parameters(nb, DATA_DIR=demo_dir, CHECKPOINT_DIR=ckpt_dir, PHOTO=None)
+    client_for(nb, kernel).execute()
+
+    def images(cell):
+        return sum('image/png' in out.get('data', {}) for out in cell.outputs)
+
+    assert re.search(r'^Restored %s' % re.escape(os.path.join(ckpt_dir, 'model.ckpt-')) + r'\d+$',
+                     cell_text(find_cell(nb, 'predict.Predictor(')), re.M)
+    photo = find_cell(nb, 'predictor(picture)')
+    assert re.search(r'^[1-9]\d* face\(s\) found$', cell_text(photo), re.M)  # Haar finds most demo faces
+    assert 'box x=' in cell_text(photo) and images(photo) == 1
+    confusion = find_cell(nb, 'evaluate.evaluate(')
+    for name in ('smile test', 'emotion public_test', 'emotion private_test', 'gender test'):
+        assert re.search(r'^%s +\d+ +[0-9.]+ +[0-9.]+ ' % name, cell_text(confusion), re.M), name
+    assert images(confusion) == 3
+    assert os.path.isfile(os.path.join(ckpt_dir, 'evaluation.json'))
+    curves = find_cell(nb, 'summary_iterator')
+    match = re.search(r'^(\d+) tags, (\d+) points each', cell_text(curves), re.M)
+    assert match and int(match.group(1)) == 10 and int(match.group(2)) == 3  # 3 epochs of the demo checkpoint
+    assert images(curves) == 1
