@@ -23,7 +23,6 @@ import math
 import os
 import signal
 import threading
-import time
 
 import numpy as np
 
@@ -93,7 +92,7 @@ class Multitask_BKNet(object):
             self.model_variables = [v for v in tf.global_variables() if v.name.startswith(('trunk/', 'head_'))]
             if training:
                 self._define_train_op()
-            self.saver = tf.train.Saver(max_to_keep=self.config['keep_checkpoints'])
+            self.saver = tf.train.Saver(max_to_keep=self.config['keep_checkpoints'], save_relative_paths=True)
 
     # ------------------------------------------------------------------ graph
 
@@ -267,18 +266,19 @@ class Multitask_BKNet(object):
         test_set = data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False)
         steps_per_epoch = train_set.steps_per_epoch()
         print('Training on %s' % _device_name())
-        self._restore_or_initialize(ckpt_dir)
-        _write_json(os.path.join(ckpt_dir, CONFIG_FILE), cfg)
-        step, (epoch, steps_done) = self.sess.run([self.global_step, self.progress])
-        step, epoch, steps_done = int(step), int(epoch), int(steps_done)
-        best_path = os.path.join(ckpt_dir, BEST_DIR, 'best.json')
-        best = _read_json(best_path).get('mean_accuracy', -1.0) if os.path.exists(best_path) else -1.0
-        with self.sess.graph.as_default():
-            best_saver = tf.train.Saver(max_to_keep=1)
-            writer = tf.summary.FileWriter(os.path.join(ckpt_dir, 'logs'))
-        stop = _StopFlag()
+        stop = _StopFlag()  # from here on, Ctrl-C / SIGTERM leave through a saved checkpoint
+        writer = None
         result = None
         try:
+            self._restore_or_initialize(ckpt_dir)
+            _write_json(os.path.join(ckpt_dir, CONFIG_FILE), cfg)
+            step, (epoch, steps_done) = self.sess.run([self.global_step, self.progress])
+            step, epoch, steps_done = int(step), int(epoch), int(steps_done)
+            best_path = os.path.join(ckpt_dir, BEST_DIR, 'best.json')
+            best = _read_json(best_path).get('mean_accuracy', -1.0) if os.path.exists(best_path) else -1.0
+            with self.sess.graph.as_default():
+                best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)  # folders stay movable
+                writer = tf.summary.FileWriter(os.path.join(ckpt_dir, 'logs'))
             while epoch < cfg['epochs'] and not _capped(cfg, step):
                 if self.verbose:
                     print('Epoch: ', epoch)
@@ -325,7 +325,8 @@ class Multitask_BKNet(object):
                     print('Saved %s%s' % (path, ' (best so far)' if best == mean_acc else ''))
         finally:
             stop.restore()
-            writer.close()
+            if writer is not None:
+                writer.close()
         return result
 
     def _log_epoch(self, writer, epoch, step, sums, result, lr):
