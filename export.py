@@ -2,6 +2,7 @@
 
   python export.py --out exported/bknet                       the newest checkpoint of pretrained/ or checkpoints/
   python export.py --checkpoint checkpoints/demo --out exported/demo --force   replace an existing export
+  python export.py --checkpoint checkpoints/real --weights --out pretrained   what the repo ships: weights.npz + config.json
 
 The SavedModel holds the very graph model.py builds (inference mode: batch norm with its moving
 averages, no dropout) with a uint8 face input normalised inside it, so no model code is copied.
@@ -16,9 +17,13 @@ probabilities, classes in config.CLASS_NAMES order (also in assets.extra/class_n
 The export is built in a temporary folder beside --out and renamed into place when complete;
 an existing --out is only replaced with --force.
 
+--weights writes instead the inference weights alone (no optimizer state) as float16 weights.npz
+with the run's config.json: half the size of float32, and what pretrained/ holds.
+
 Public names:
   ServingNet        Multitask_BKNet with the extra uint8 `faces` placeholder feeding its input
   export(checkpoint, out, force=False) -> the checkpoint file exported
+  export_weights(checkpoint, out, force=False) -> the checkpoint file exported
 """
 import argparse
 import json
@@ -89,6 +94,24 @@ def export(checkpoint, out, force=False):
     return path
 
 
+def export_weights(checkpoint, out, force=False):
+    """Write checkpoint's inference weights (float16 .npz) and config to the folder out."""
+    weights = os.path.join(out, model.WEIGHTS_FILE)
+    if os.path.exists(weights) and not force:
+        raise ExportError('%s already exists; pass --force to replace it' % weights)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, path = model.load_model(session, checkpoint)
+        try:
+            os.makedirs(out, exist_ok=True)
+            net.save_weights(weights)
+            # Users keep their own data in data/, whatever folder the model was trained from.
+            model._write_json(os.path.join(out, model.CONFIG_FILE),
+                              dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
+        except OSError as err:
+            raise ExportError('%s: cannot write the weights (%s)' % (err.filename or out, err.strerror or err))
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -97,8 +120,13 @@ def main(argv=None):
                    'exists, else %s)' % config.DEFAULTS['checkpoint_dir'])
     p.add_argument('--out', required=True, help='the SavedModel folder to write')
     p.add_argument('--force', action='store_true', help='replace --out if it exists')
+    p.add_argument('--weights', action='store_true', help='write float16 weights.npz + config.json instead')
     args = p.parse_args(argv)
     try:
+        if args.weights:
+            path = export_weights(args.checkpoint or model.default_checkpoint(), args.out, args.force)
+            print('wrote the weights of %s to %s' % (path, os.path.join(args.out, model.WEIGHTS_FILE)))
+            return 0
         path = export(args.checkpoint or model.default_checkpoint(), args.out, args.force)
     except (model.CheckpointError, ExportError) as err:
         print('error: %s' % err, file=sys.stderr)

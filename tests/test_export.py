@@ -76,3 +76,23 @@ def test_missing_checkpoint_is_one_line(tmp_path, capsys):
     assert export.main(['--checkpoint', str(tmp_path / 'nowhere'), '--out', str(tmp_path / 'out')]) == 2
     assert capsys.readouterr().err == 'error: %s: checkpoint not found\n' % (tmp_path / 'nowhere')
     assert not os.path.exists(tmp_path / 'out')
+
+
+def test_weights_export_is_small_float16_and_predicts_like_the_checkpoint(demo_checkpoint, faces, tmp_path):
+    out = str(tmp_path / 'pretrained')
+    assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', out]) == 0
+    assert sorted(os.listdir(out)) == ['config.json', 'weights.npz']
+    assert os.path.getsize(os.path.join(out, 'weights.npz')) < 16 * 2 ** 20
+    with np.load(os.path.join(out, 'weights.npz')) as arrays:
+        assert {arrays[k].dtype for k in arrays.files} == {np.dtype(np.float16)}
+        assert not any('Momentum' in k or 'global_step' in k for k in arrays.files)  # no optimizer state
+    saved = model.load_config(out)
+    assert saved['data_dir'] == 'data' and saved['epochs'] == model.load_config(demo_checkpoint)['epochs']
+    predictions = []
+    for source in (demo_checkpoint, out):
+        with tf1.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
+            net, _ = model.load_model(session, source)
+            predictions.append(net.predict(faces))
+    for task in TASKS:
+        np.testing.assert_allclose(predictions[1][task], predictions[0][task], atol=5e-3, rtol=0)
+    assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', out]) == 2  # no silent overwrite

@@ -1,0 +1,174 @@
+"""The network, its masked loss and batch norm, checked against hand computations."""
+import numpy as np
+import pytest
+
+import config
+from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
+import model
+
+tf = config.import_tf()
+
+
+@pytest.fixture
+def net():
+    """A freshly initialised model in its own graph and session."""
+    graph = tf.Graph()
+    with graph.as_default():
+        session = tf.Session(graph=graph)
+        m = model.Multitask_BKNet(session, verbose=False)
+        session.run(tf.global_variables_initializer())
+    yield m
+    session.close()
+
+
+def _batch(rng, n, tasks=TASKS):
+    indexes = rng.choice(tasks, n).astype(np.float32)
+    labels = np.zeros((n, 7), np.float32)
+    for i, t in enumerate(indexes):
+        labels[i, rng.randint(NUM_CLASSES[int(t)])] = 1
+    return rng.uniform(-0.5, 0.5, (n, 48, 48, 1)).astype(np.float32), labels, indexes
+
+
+def test_block_shapes_print_like_the_handout(capsys):
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        model.Multitask_BKNet(session, training=False)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines == ['(?, 24, 24, 32)', '(?, 12, 12, 64)', '(?, 6, 6, 128)', '(?, 3, 3, 256)']
+
+
+def test_parameter_count(net):
+    channels = [1, 32, 32, 64, 64, 128, 128, 256, 256, 256]
+    conv = sum(9 * cin * cout + 2 * cout for cin, cout in zip(channels, channels[1:]))  # weights + BN beta/gamma
+    head = 2304 * 256 + 2 * 256 + 256 * 256 + 2 * 256
+    heads = sum(head + 256 * n + n for n in (2, 7, 2))
+    with net.sess.graph.as_default():
+        counted = sum(int(np.prod(v.shape.as_list())) for v in tf.trainable_variables())
+    assert counted == conv + heads == 3734955
+
+
+def test_masked_loss_matches_numpy(net):
+    rng = np.random.RandomState(0)
+    images, labels, indexes = _batch(rng, 12)
+    indexes[:] = [1, 2, 2, 1, 2, 2, 2, 1, 2, 1, 2, 2]  # no gender sample: its loss must be 0
+    logits = {t: rng.normal(0, 2, (12, NUM_CLASSES[t])).astype(np.float32) for t in TASKS}
+    feed = {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes}
+    feed.update({net.logits[t]: logits[t] for t in TASKS})
+    losses, total, decay = net.sess.run([net.task_loss, net.total_loss, net.weight_decay_loss], feed)
+    for task in TASKS:
+        mask = indexes == task
+        z = logits[task][mask]
+        log_softmax = z - z.max(1, keepdims=True) - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True))
+        expected = -(labels[mask][:, :NUM_CLASSES[task]] * log_softmax).sum(1).sum() / max(mask.sum(), 1)
+        assert losses[task] == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert losses[GENDER] == 0.0
+    with net.sess.graph.as_default():
+        weights = net.sess.run(tf.get_collection(tf.GraphKeys.WEIGHTS))
+    assert len(weights) == 9 + 3 * 3  # convolutions and FC layers; no biases or BN parameters
+    assert decay == pytest.approx(5e-4 * sum((w.astype(np.float64) ** 2).sum() / 2 for w in weights), rel=1e-4)
+    assert total == pytest.approx(sum(losses.values()) + decay, rel=1e-5)
+
+
+def test_masked_accuracy_counts_only_own_task(net):
+    labels = np.zeros((4, 7), np.float32)
+    labels[[0, 1, 2, 3], [1, 0, 6, 1]] = 1
+    indexes = np.array([1, 1, 2, 3], np.float32)
+    logits = {SMILE: np.array([[0, 1], [0, 1], [5, 0], [5, 0]], np.float32),  # right, wrong, (not smile) x2
+              EMOTION: np.tile(np.eye(7, dtype=np.float32)[6], (4, 1)),
+              GENDER: np.array([[1, 0]] * 4, np.float32)}
+    feed = {net.input_labels: labels, net.input_indexes: indexes}
+    feed.update({net.logits[t]: logits[t] for t in TASKS})
+    correct, count = net.sess.run([net.task_correct, net.task_count], feed)
+    assert (correct[SMILE], count[SMILE]) == (1, 2)
+    assert (correct[EMOTION], count[EMOTION]) == (1, 1)
+    assert (correct[GENDER], count[GENDER]) == (0, 1)
+
+
+def test_one_task_batch_leaves_other_heads_untouched(net):
+    images, labels, indexes = _batch(np.random.RandomState(1), 16, tasks=(SMILE,))
+    with net.sess.graph.as_default():
+        head_vars = {t: [v for v in tf.trainable_variables() if v.name.startswith('head_' + config.TASK_NAMES[t])]
+                     for t in TASKS}
+        task_loss = tf.add_n(list(net.task_loss.values()))  # weight decay aside
+        grads = {t: tf.gradients(task_loss, vs) for t, vs in head_vars.items()}
+    feed = {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
+            net.phase_train: True, net.keep_prob: 0.5}
+    values = net.sess.run(grads, feed)
+    assert all(np.abs(g).max() > 0 for g in values[SMILE])
+    for task in (EMOTION, GENDER):
+        assert all(g is None or not np.any(g) for g in values[task])
+
+
+def test_batch_norm_trains_statistics_and_infers_per_sample(net):
+    images, labels, indexes = _batch(np.random.RandomState(2), 16)
+    with net.sess.graph.as_default():
+        moving = [v for v in tf.global_variables() if 'moving_mean' in v.name]
+    before = net.sess.run(moving)
+    net.sess.run(net.train_op, {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
+                                net.phase_train: True, net.keep_prob: 0.5, net.learning_rate: 0.01})
+    after = net.sess.run(moving)
+    assert len(moving) == 9 + 6
+    assert all(np.abs(a - b).max() > 0 for a, b in zip(after, before))
+    first = net.predict(images)
+    again = net.predict(images)
+    alone = net.predict(images[:1])
+    with_others = net.predict(np.concatenate([images[:1], -images[1:] * 3]))
+    for task in TASKS:
+        np.testing.assert_array_equal(first[task], again[task])
+        np.testing.assert_allclose(alone[task][0], with_others[task][0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(first[task].sum(1), 1, rtol=1e-5)
+
+
+def test_small_subset_is_overfitted(demo_dir):
+    import data_provider
+    data = data_provider.Dataset('train', 48, demo_dir, shuffle=False, verbose=False)
+    rng = np.random.RandomState(3)
+    pick = np.concatenate([rng.choice(np.where(data.indexes == t)[0], 16, replace=False) for t in TASKS])
+    images = data_provider.data_utils.normalize(data.images[pick])[..., None]
+    labels, indexes = data_provider.one_hot(data.labels[pick]), data.indexes[pick]
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, verbose=False)
+        session.run(tf.global_variables_initializer())
+        feed = {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes}
+        for _ in range(60):
+            session.run(net.train_op, {**feed, net.phase_train: True, net.keep_prob: 1.0, net.learning_rate: 0.01})
+        correct, count = session.run([net.task_correct, net.task_count], feed)
+    assert all(correct[t] == count[t] == 16 for t in TASKS), correct
+
+
+def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
+    images, labels, indexes = _batch(np.random.RandomState(4), 8)
+    net.sess.run(net.train_op, {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
+                                net.phase_train: True, net.keep_prob: 0.5, net.learning_rate: 0.01})
+    expected = net.predict(images)
+    with net.sess.graph.as_default():
+        prefix = net.saver.save(net.sess, str(tmp_path / 'model.ckpt'))
+    net.save_weights(str(tmp_path / 'weights.npz'))
+    for source, tolerance in ((prefix, 0), (str(tmp_path / 'weights.npz'), 2e-3)):  # .npz holds float16
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+            fresh = model.Multitask_BKNet(session, training=False, verbose=False)
+            session.run(tf.global_variables_initializer())
+            assert fresh.restore(source) == source
+            got = fresh.predict(images)
+        for task in TASKS:
+            np.testing.assert_allclose(got[task], expected[task], atol=tolerance, rtol=0)
+
+
+def test_restore_errors_are_one_line(net, tmp_path):
+    with pytest.raises(model.CheckpointError, match='no checkpoint or weights.npz'):
+        net.restore(str(tmp_path))
+    np.savez(str(tmp_path / 'weights.npz'), other=np.zeros(3))
+    with pytest.raises(model.CheckpointError, match='does not match this model'):
+        net.restore(str(tmp_path / 'weights.npz'))
+
+
+@pytest.mark.parametrize('schedule, step, expected', [
+    ('step', 0, 0.01), ('step', 399, 0.01), ('step', 400, 0.005), ('step', 800, 0.0025),
+    ('cosine', 0, 0.01), ('cosine', 500, 0.005), ('cosine', 1000, 0.0), ('cosine', 2000, 0.0)])
+def test_learning_rate_schedules(schedule, step, expected):
+    cfg = model.resolve_config(lr_schedule=schedule, epochs=10, lr_decay_epochs=4)
+    assert model.learning_rate(cfg, step, steps_per_epoch=100) == pytest.approx(expected, abs=1e-12)
+
+
+def test_unknown_config_key_is_refused():
+    with pytest.raises(ValueError, match='unknown config key'):
+        model.resolve_config(learning_rat=0.1)
