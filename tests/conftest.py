@@ -12,6 +12,21 @@ SHARED_DATA = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data'))
 SHARED_ARCHIVES = ('genki4k.npz', 'fer2013.npz', 'gender.npz')
 
 
+def handout_all_data_cell(data_dir, data_type, expected):
+    """The handout's first check cell as it is written, with the expected count passed in."""
+    import numpy as np
+    import data_provider
+    dataset = data_provider.Dataset(data_type=data_type, batch_size=64, data_dir=data_dir)
+
+    assert len(dataset.all_data) == expected
+    for i in range(len(dataset.all_data)):
+        label = np.squeeze(np.array(dataset.all_data[i][1]))
+        index = dataset.all_data[i][2]
+        assert np.sum(label) == 1
+        assert index == 1.0 or index == 2.0 or index == 3.0
+        assert label.shape == (7,)
+
+
 @pytest.fixture(scope='session')
 def demo_dir(tmp_path_factory):
     """A demo data set (prepare_data.make_demo, seed 0) in a session-wide temp folder; read it only."""

@@ -10,6 +10,7 @@ import pytest
 import data_provider
 import data_utils
 from config import EMOTION, GENDER, IMAGE_SIZE, SMILE, TASKS, TASK_NAMES
+from conftest import handout_all_data_cell
 
 BLACK = (0 - 128) / 255.0
 WHITE = (255 - 128) / 255.0
@@ -49,15 +50,7 @@ def test_handout_cell_all_data(demo_dir):
                    ((SMILE, 'test'), (EMOTION, 'public_test'), (GENDER, 'test')))
     assert expected == 300 + 350 + 300  # DEMO_SIZES: the counts the cell below must find
 
-    dataset = data_provider.Dataset(data_type='public_test', batch_size=64, data_dir=demo_dir)
-
-    assert len(dataset.all_data) == expected
-    for i in range(len(dataset.all_data)):
-        label = np.squeeze(np.array(dataset.all_data[i][1]))
-        index = dataset.all_data[i][2]
-        assert np.sum(label) == 1
-        assert index == 1.0 or index == 2.0 or index == 3.0
-        assert label.shape == (7,)
+    handout_all_data_cell(demo_dir, 'public_test', expected)
 
 
 @pytest.mark.parametrize('data_type', ['public_test', 'private_test', 'train'])

@@ -16,7 +16,7 @@ import data_provider
 import data_utils
 import prepare_data
 from config import EMOTION, GENDER, SMILE, TASKS
-from conftest import ROOT
+from conftest import ROOT, handout_all_data_cell
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -699,15 +699,7 @@ def test_real_archives_import_with_the_documented_counts(real_data, record_prope
 
 @pytest.mark.parametrize('data_type', ['public_test', 'private_test'])
 def test_real_data_passes_the_handout_cells(real_data, data_type):
-    total = 1146 + 3589 + 3708
-    dataset = data_provider.Dataset(data_type=data_type, batch_size=64, data_dir=real_data[0], verbose=False)
-    assert len(dataset.all_data) == total
-    for i in range(len(dataset.all_data)):
-        label = np.squeeze(np.array(dataset.all_data[i][1]))
-        index = dataset.all_data[i][2]
-        assert np.sum(label) == 1
-        assert index == 1.0 or index == 2.0 or index == 3.0
-        assert label.shape == (7,)
+    handout_all_data_cell(real_data[0], data_type, 1146 + 3589 + 3708)
 
     dataset = data_provider.Dataset(data_type=data_type, batch_size=1000, data_dir=real_data[0], verbose=False)
     sizes = [len(b) for b, _, _ in dataset.gen()]
