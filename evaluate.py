@@ -24,8 +24,11 @@ Public functions:
   format_table(report)                   the printed table
   plot_confusion(path, task, panels)     one PNG of [(title, matrix), ...] side by side
   write_outputs(report, out_dir)         evaluation.json and the PNGs
+  read_curves(log_dir) -> {tag: {step: value}}   the per-epoch summaries Multitask_BKNet.train writes
+  plot_curves(curves, path)              train loss, train / public-test accuracy and learning rate per step
 """
 import argparse
+import glob
 import os
 import sys
 import time
@@ -44,6 +47,7 @@ import model  # noqa: E402
 EVAL_SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_test'), (GENDER, 'test'))
 REPORT_FILE = 'evaluation.json'
 PLOT_FILE = '%s_confusion.png'
+CURVES_FILE = 'training_curves.png'
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -166,6 +170,38 @@ def plot_confusion(path, task, panels):
     fig.savefig(path, dpi=100)
 
 
+def read_curves(log_dir):
+    curves = {}
+    for path in sorted(glob.glob(os.path.join(log_dir, 'events.out.tfevents.*'))):
+        for event in tf.train.summary_iterator(path):
+            for value in event.summary.value:
+                curves.setdefault(value.tag, {})[event.step] = value.simple_value  # a resumed run repeats no step
+    return curves
+
+
+def plot_curves(curves, path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(15, 4), layout='constrained')
+    axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
+    for colour, task in enumerate((SMILE, EMOTION, GENDER)):
+        name = TASK_NAMES[task]
+        for tag, ax, label, style in (('train/%s_loss' % name, axes[0], name, '-'),
+                                      ('train/%s_accuracy' % name, axes[1], name + ' train', '--'),
+                                      ('public_test/%s_accuracy' % name, axes[1], name + ' public test', '-')):
+            steps = sorted(curves.get(tag, {}))
+            ax.plot(steps, [curves[tag][s] for s in steps], style, color='C%d' % colour, marker='o', label=label)
+    steps = sorted(curves.get('learning_rate', {}))
+    axes[2].plot(steps, [curves['learning_rate'][s] for s in steps], marker='o')
+    for ax, title in zip(axes, ('train loss', 'accuracy', 'learning rate')):
+        ax.set_title(title)
+        ax.set_xlabel('step')
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    axes[1].legend(fontsize=8)
+    fig.savefig(path, dpi=100)
+
+
 def write_outputs(report, out_dir):
     """evaluation.json and one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)."""
     os.makedirs(out_dir, exist_ok=True)
@@ -228,6 +264,10 @@ def main(argv=None):
         print('error: %s: cannot write the report (%s); choose another folder with --out'
               % (err.filename or out_dir, err.strerror or err), file=sys.stderr)
         return 2
+    curves = read_curves(os.path.join(os.path.dirname(path), 'logs'))
+    if curves:  # a training folder (not a weights file) also gets its training curves
+        written.append(os.path.join(out_dir, CURVES_FILE))
+        plot_curves(curves, written[-1])
     print('wrote %s' % ', '.join(written))
     return 0
 

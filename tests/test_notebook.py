@@ -194,7 +194,7 @@ def test_beyond_notebook_runs_on_demo_checkpoint(tmp_path, kernel, demo_dir, dem
         assert re.search(r'^%s +\d+ +[0-9.]+ +[0-9.]+ ' % name, cell_text(confusion), re.M), name
     assert images(confusion) == 3
     assert os.path.isfile(os.path.join(ckpt_dir, 'evaluation.json'))
-    curves = find_cell(nb, 'summary_iterator')
+    curves = find_cell(nb, 'read_curves')
     match = re.search(r'^(\d+) tags, (\d+) points each', cell_text(curves), re.M)
     assert match and int(match.group(1)) == 10 and int(match.group(2)) == 3  # 3 epochs of the demo checkpoint
     assert images(curves) == 1
