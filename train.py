@@ -31,7 +31,7 @@ def parse_args(argv=None):
     d = config.DEFAULTS
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--demo', action='store_true',
-                   help='train on the demo data (generated into %s if missing); defaults to %d epochs of batch %d in %s'
+                   help='train on the demo data (generated into %s if missing); defaults to %d epochs of batch %d, no augmentation, in %s'
                    % (DEMO_DATA_DIR, DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_CHECKPOINT_DIR))
     p.add_argument('--data-dir', help='data folder (default: %s)' % d['data_dir'])
     p.add_argument('--checkpoint-dir', help='checkpoint folder (default: %s)' % d['checkpoint_dir'])
@@ -64,6 +64,7 @@ def main(argv=None):
         overrides.setdefault('checkpoint_dir', DEMO_CHECKPOINT_DIR)
         overrides.setdefault('epochs', DEMO_EPOCHS)
         overrides.setdefault('batch_size', DEMO_BATCH_SIZE)
+        overrides.setdefault('augment', False)  # the demo faces already vary in pose; shifts slowed it 2x
     # A resumed run keeps the config it was started with; flags given now override it.
     ckpt_dir = overrides.get('checkpoint_dir', config.DEFAULTS['checkpoint_dir'])
     resumed = not args.fresh and os.path.isfile(os.path.join(ckpt_dir, model.CONFIG_FILE))

@@ -48,7 +48,7 @@ def shared_data_dir():
 
 @pytest.fixture(scope='session')
 def demo_checkpoint(demo_dir, tmp_path_factory):
-    """A model trained on the demo data (3 epochs of batch 64, ~1 min); returns its checkpoint folder.
+    """A model trained on the demo data (3 epochs of batch 64 like train.py --demo, ~1 min); returns its folder.
 
     Training on the demo set is what `python train.py --demo` does; tests of evaluation,
     prediction and export share this one run.
@@ -59,6 +59,6 @@ def demo_checkpoint(demo_dir, tmp_path_factory):
     ckpt_dir = str(tmp_path_factory.mktemp('demo_ckpt'))
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, epochs=3,
-                                    batch_size=64, verbose=False)
+                                    batch_size=64, augment=False, verbose=False)
         net.train()
     return ckpt_dir

@@ -24,7 +24,8 @@ NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 PRACTICE = os.path.join(NOTEBOOK_DIR, 'practice.ipynb')
 BEYOND = os.path.join(NOTEBOOK_DIR, 'beyond.ipynb')
 NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, '*.ipynb')))
-PRACTICE_PARAMETERS = {'DATA_DIR', 'USE_DEMO_IF_MISSING', 'CHECKPOINT_DIR', 'EPOCHS', 'MAX_STEPS', 'BATCH_SIZE'}
+PRACTICE_PARAMETERS = {'DATA_DIR', 'USE_DEMO_IF_MISSING', 'CHECKPOINT_DIR', 'EPOCHS', 'MAX_STEPS', 'BATCH_SIZE',
+                       'AUGMENT'}
 KERNEL_NAME = 'bknet-test-python3'
 CELL_TIMEOUT = 600  # seconds; the whole practice notebook takes ~1-2 min on 2 cores
 
@@ -126,7 +127,7 @@ def test_practice_notebook_runs_on_demo_data(tmp_path, kernel):
     steps = 40
     nb = read(PRACTICE)
     inject_parameters(nb, DATA_DIR=data_dir, USE_DEMO_IF_MISSING=True, CHECKPOINT_DIR=ckpt_dir,
-                      EPOCHS=1, MAX_STEPS=steps, BATCH_SIZE=32)
+                      EPOCHS=1, MAX_STEPS=steps, BATCH_SIZE=32, AUGMENT=True)
     client = client_for(nb, kernel)
     train_cell = find_cell(nb, '.train()')
     with client.setup_kernel():
