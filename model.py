@@ -21,7 +21,9 @@ Public names:
 import json
 import math
 import os
+import shutil
 import signal
+import sys
 import threading
 
 import numpy as np
@@ -313,7 +315,7 @@ class Multitask_BKNet(object):
                 epoch, steps_done = epoch + 1, 0
                 result = self.evaluate(test_set)
                 mean_acc = float(np.mean([r['correct'] / max(r['count'], 1) for r in result.values()]))
-                self._log_epoch(writer, epoch - 1, step, sums, result, learning_rate(cfg, step, steps_per_epoch))
+                self._log_epoch(writer, step, sums, result, learning_rate(cfg, step, steps_per_epoch))
                 path = self._save(ckpt_dir, epoch, 0)
                 if mean_acc > best:
                     best = mean_acc
@@ -329,7 +331,7 @@ class Multitask_BKNet(object):
                 writer.close()
         return result
 
-    def _log_epoch(self, writer, epoch, step, sums, result, lr):
+    def _log_epoch(self, writer, step, sums, result, lr):
         train = {t: (s[0] / max(s[2], 1), s[1] / max(s[2], 1)) for t, s in sums.items()}
         test = {t: r['correct'] / max(r['count'], 1) for t, r in result.items()}
         if self.verbose:
@@ -369,13 +371,11 @@ def _capped(cfg, step):
 
 
 def _interactive():
-    import sys
     return sys.stderr.isatty() or 'ipykernel' in sys.modules
 
 
 def _device_name():
-    import tensorflow
-    gpus = tensorflow.config.list_physical_devices('GPU')
+    gpus = tf.config.list_physical_devices('GPU')
     if gpus:
         return 'GPU (%s)' % ', '.join(g.name for g in gpus)
     return 'CPU (%d cores, oneDNN %s)' % (os.cpu_count(), 'on' if os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '1' else 'off')
@@ -383,7 +383,6 @@ def _device_name():
 
 def _remove_checkpoints(ckpt_dir):
     """Forget a previous run in ckpt_dir: its checkpoints, best copy, logs and config."""
-    import shutil
     for name in os.listdir(ckpt_dir):
         path = os.path.join(ckpt_dir, name)
         if name in ('checkpoint', CONFIG_FILE) or name.startswith('model.ckpt'):
