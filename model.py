@@ -202,6 +202,8 @@ class Multitask_BKNet(object):
                 except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
                     raise CheckpointError('%s does not match this model (%s); use another --checkpoint-dir or --fresh'
                                           % (newest, str(err).strip().splitlines()[0]))
+                # Keep rotating the earlier run's checkpoints too, or every resume leaves its last few behind.
+                self.saver.recover_last_checkpoints(tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths)
             else:
                 print('Created model with fresh parameters.')
                 self.sess.run(tf.global_variables_initializer())

@@ -56,12 +56,13 @@ def _train(demo_dir, ckpt_dir, **overrides):
 
 def test_resume_continues_at_the_saved_step(demo_dir, tmp_path, capsys):
     ckpt_dir = str(tmp_path)
-    _train(demo_dir, ckpt_dir, max_steps=4)
+    _train(demo_dir, ckpt_dir, max_steps=4, keep_checkpoints=1)
     assert _progress(ckpt_dir) == (4, [0, 4])
-    _train(demo_dir, ckpt_dir, max_steps=7)
+    _train(demo_dir, ckpt_dir, max_steps=7, keep_checkpoints=1)
     out = capsys.readouterr().out
     assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-4') in out
     assert _progress(ckpt_dir) == (7, [0, 7])
+    assert sorted(f for f in os.listdir(ckpt_dir) if f.endswith('.index')) == ['model.ckpt-7.index']  # 4 rotated out
 
 
 def test_diverging_loss_stops_without_saving(demo_dir, tmp_path):
