@@ -1,0 +1,69 @@
+"""The shipped model in pretrained/: offline, small, reproduces its published accuracy, reads a real photo."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from matplotlib import cbook
+
+import config
+import evaluate
+import model
+import prepare_data
+
+tf = config.import_tf()
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PUBLISHED = os.path.join(ROOT, 'results', 'evaluation.json')  # the README's results table
+
+
+def test_weights_are_small_float16_and_load(tmp_path):
+    weights = os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)
+    assert os.path.getsize(weights) <= 16 * 2 ** 20
+    with np.load(weights) as arrays:
+        assert {arrays[k].dtype for k in arrays.files} == {np.dtype(np.float16)}
+    assert model.default_checkpoint() == model.PRETRAINED_DIR
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        _, path = model.load_model(session, model.default_checkpoint())
+    assert path == weights
+
+
+@pytest.mark.slow
+def test_reproduces_the_published_accuracy(shared_data_dir, tmp_path):
+    data_dir = str(tmp_path / 'data')
+    for task, archive in (('smile', 'genki4k.npz'), ('emotion', 'fer2013.npz'), ('gender', 'gender.npz')):
+        prepare_data.import_npz(os.path.join(shared_data_dir, archive), prepare_data.TASK_BY_NAME[task], data_dir)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, _ = model.load_model(session, model.PRETRAINED_DIR)
+        report = evaluate.evaluate(net, data_dir, tta=True)
+    with open(PUBLISHED) as f:
+        published = json.load(f)
+    got = {(r['task'], r['split']): r for r in report['results']}
+    assert len(got) == len(published['results']) == 4
+    for expected in published['results']:
+        result = got[(expected['task'], expected['split'])]
+        assert result['images'] == expected['images']
+        for mode in ('plain', 'tta'):
+            # one face in a thousand may flip where two classes are nearly tied on another CPU
+            assert result[mode]['accuracy'] == pytest.approx(expected[mode]['accuracy'], abs=1e-3)
+    assert got[('emotion', 'private_test')]['plain']['accuracy'] > 0.5  # far above the 0.25 majority class
+
+
+def test_predict_reads_a_real_photo_with_no_flags(tmp_path):
+    """predict.py on a fresh clone: the pretrained model and a real portrait (Grace Hopper), no flags."""
+    photo = str(tmp_path / 'portrait.jpg')
+    import cv2
+    cv2.imwrite(photo, cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False)))
+    result = subprocess.run([sys.executable, 'predict.py', photo, '--json'], cwd=ROOT, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    (picture,) = json.loads(result.stdout)
+    (face,) = picture['faces']
+    assert face['box'][2] > 100  # the portrait's face, not a small false detection
+    for task in config.TASKS:
+        name = config.TASK_NAMES[task]
+        probabilities = face[name]['probabilities']
+        assert list(probabilities) == list(config.CLASS_NAMES[task])
+        assert sum(probabilities.values()) == pytest.approx(1.0, abs=2e-3)
+        assert face[name]['label'] == max(probabilities, key=probabilities.get)
