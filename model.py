@@ -319,14 +319,15 @@ class Multitask_BKNet(object):
                 mean_acc = float(np.mean([r['correct'] / max(r['count'], 1) for r in result.values()]))
                 self._log_epoch(writer, step, sums, result, learning_rate(cfg, step, steps_per_epoch))
                 path = self._save(ckpt_dir, epoch, 0)
-                if mean_acc > best:
+                improved = mean_acc > best
+                if improved:
                     best = mean_acc
                     os.makedirs(os.path.dirname(best_path), exist_ok=True)
                     self._save(os.path.dirname(best_path), epoch, 0, saver=best_saver)
                     _write_json(best_path, dict(mean_accuracy=mean_acc, epoch=epoch, step=int(step), accuracy={
                         TASK_NAMES[t]: r['correct'] / max(r['count'], 1) for t, r in result.items()}))
                 if self.verbose:
-                    print('Saved %s%s' % (path, ' (best so far)' if best == mean_acc else ''))
+                    print('Saved %s%s' % (path, ' (best so far)' if improved else ''))
         finally:
             stop.restore()
             if writer is not None:
