@@ -230,8 +230,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='\n\n'.join(__doc__.split('\n\n')[1:3]))
-    p.add_argument('--checkpoint', help='checkpoint prefix, folder (its newest checkpoint or weights.npz) or '
-                   'weights .npz (default: pretrained/ if it exists, else %s)' % config.DEFAULTS['checkpoint_dir'])
+    model.add_checkpoint_argument(p)
     p.add_argument('--data-dir', help="data folder (default: the data_dir of the checkpoint's config.json)")
     p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder)" % REPORT_FILE)
     p.add_argument('--tta', action='store_true', help='also report flip test-time augmentation')
@@ -242,7 +241,7 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    checkpoint = args.checkpoint or model.default_checkpoint()
+    checkpoint = args.checkpoint
     try:
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             net, path = model.load_model(session, checkpoint)

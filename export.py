@@ -116,18 +116,17 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='\n\n'.join(__doc__.split('\n\n')[1:4]))
-    p.add_argument('--checkpoint', help='checkpoint prefix, folder or weights .npz (default: pretrained/ if it '
-                   'exists, else %s)' % config.DEFAULTS['checkpoint_dir'])
+    model.add_checkpoint_argument(p)
     p.add_argument('--out', required=True, help='the SavedModel folder to write')
     p.add_argument('--force', action='store_true', help='replace --out if it exists')
     p.add_argument('--weights', action='store_true', help='write float16 weights.npz + config.json instead')
     args = p.parse_args(argv)
     try:
         if args.weights:
-            path = export_weights(args.checkpoint or model.default_checkpoint(), args.out, args.force)
+            path = export_weights(args.checkpoint, args.out, args.force)
             print('wrote the weights of %s to %s' % (path, os.path.join(args.out, model.WEIGHTS_FILE)))
             return 0
-        path = export(args.checkpoint or model.default_checkpoint(), args.out, args.force)
+        path = export(args.checkpoint, args.out, args.force)
     except (model.CheckpointError, ExportError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2

@@ -14,6 +14,7 @@ Public names:
   learning_rate(cfg, step, steps_per_epoch) -> the schedule's rate at a global step
   find_weights(path), load_config(path)   what a checkpoint folder / prefix / .npz holds
   default_checkpoint()   pretrained/ when the repo ships a model, else config.DEFAULTS['checkpoint_dir']
+  add_checkpoint_argument(parser)   the --checkpoint flag of the inference scripts, defaulting to that
   load_model(session, path) -> (net, file read)   a saved model rebuilt for inference and restored
   TrainingDiverged   raised when the loss becomes NaN or infinite
   CheckpointError    a checkpoint or weights file missing or not matching the model
@@ -444,6 +445,13 @@ def load_config(path):
 def default_checkpoint():
     """What evaluate.py, predict.py and export.py read when no --checkpoint is given."""
     return PRETRAINED_DIR if os.path.isdir(PRETRAINED_DIR) else config.DEFAULTS['checkpoint_dir']
+
+
+def add_checkpoint_argument(parser):
+    """The --checkpoint flag that evaluate.py, predict.py and export.py share."""
+    parser.add_argument('--checkpoint', default=default_checkpoint(),
+                        help='checkpoint prefix, folder (its newest checkpoint or %s) or weights .npz (default: '
+                        'pretrained/ if the repo has it, else %s)' % (WEIGHTS_FILE, config.DEFAULTS['checkpoint_dir']))
 
 
 def load_model(session, path, verbose=False, net_class=Multitask_BKNet):

@@ -281,8 +281,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog='\n\n'.join(__doc__.split('\n\n')[1:3]))
     p.add_argument('images', nargs='*', metavar='IMAGE', help='picture files')
-    p.add_argument('--checkpoint', help='checkpoint prefix, folder or weights .npz (default: pretrained/ if it '
-                   'exists, else %s)' % config.DEFAULTS['checkpoint_dir'])
+    model.add_checkpoint_argument(p)
     p.add_argument('--out', help='annotated picture (several pictures: name_1.ext, ...) or video (.mp4 or .avi)')
     p.add_argument('--json', action='store_true', help='print JSON (streams: one line per frame)')
     p.add_argument('--video', metavar='FILE', help='annotate every frame of a video file (needs --out)')
@@ -314,7 +313,7 @@ def main(argv=None):
         elif args.camera is not None:
             source, capture = 'camera %d' % args.camera, open_camera(args.camera)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
-            predictor = Predictor(session, args.checkpoint or model.default_checkpoint())
+            predictor = Predictor(session, args.checkpoint)
             if not pictures:
                 frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
                                                      args.max_frames, args.json)
