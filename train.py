@@ -56,8 +56,8 @@ def parse_args(argv=None):
     return p.parse_args(argv)
 
 
-def main(argv=None):
-    args = parse_args(argv)
+def config_overrides(args):
+    """The config entries the command line sets: the flags given, plus the demo's defaults with --demo."""
     overrides = {k: v for k, v in vars(args).items() if k in config.DEFAULTS and v is not None}
     if args.demo:
         overrides.setdefault('data_dir', DEMO_DATA_DIR)
@@ -65,6 +65,12 @@ def main(argv=None):
         overrides.setdefault('epochs', DEMO_EPOCHS)
         overrides.setdefault('batch_size', DEMO_BATCH_SIZE)
         overrides.setdefault('augment', False)  # the demo faces already vary in pose; shifts slowed it 2x
+    return overrides
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    overrides = config_overrides(args)
     # A resumed run keeps the config it was started with; flags given now override it.
     ckpt_dir = overrides.get('checkpoint_dir', config.DEFAULTS['checkpoint_dir'])
     resumed = not args.fresh and os.path.isfile(os.path.join(ckpt_dir, model.CONFIG_FILE))
