@@ -15,6 +15,7 @@ Public functions:
   count_split(path)                      number of records, without reading the pixels
   read_data(data_dir, data_type, mmap=False)   the handout's loader: prints its "Load ... Done !" lines
   normalize(images)                      uint8 -> float32 (p - 128) / 255, the handout's normalisation
+  to_pixels(images)                      back to uint8 (the course's old files hold either form)
   DataError                              bad or missing input; its message is one line for the user
 """
 import os
@@ -127,9 +128,7 @@ def _from_pairs(path, arr):
                            for pair in arr])
     except (TypeError, ValueError, IndexError) as err:
         raise DataError('%s: expected (48x48 image, label) pairs (%s)' % (path, err))
-    if images.size and images.max() <= 1.0:  # stored normalised as (p - 128) / 255
-        images = images * 255.0 + 128.0
-    return np.clip(np.rint(images), 0, 255).astype(np.uint8), labels.astype(np.int64)
+    return to_pixels(images), labels.astype(np.int64)
 
 
 def count_split(path):
@@ -179,6 +178,14 @@ def _umask():
 
 def normalize(images):
     return (np.asarray(images, dtype=np.float32) - 128.0) / 255.0
+
+
+def to_pixels(images):
+    """Old course arrays -> uint8: pixel values as they are, or normalised ones (all <= 1) mapped back."""
+    images = np.asarray(images, dtype=np.float64)
+    if images.size and images.max() <= 1.0:  # stored normalised as (p - 128) / 255
+        images = images * 255.0 + 128.0
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
 
 
 def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=True, mmap=False):

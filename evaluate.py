@@ -205,7 +205,7 @@ def plot_curves(curves, path):
 def write_outputs(report, out_dir):
     """evaluation.json and one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)."""
     os.makedirs(out_dir, exist_ok=True)
-    model._write_json(os.path.join(out_dir, REPORT_FILE), report)
+    model.write_json(os.path.join(out_dir, REPORT_FILE), report)
     mode = 'tta' if report['tta'] else 'plain'
     paths = [os.path.join(out_dir, REPORT_FILE)]
     for task in (SMILE, EMOTION, GENDER):

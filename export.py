@@ -105,7 +105,7 @@ def export_weights(checkpoint, out, force=False):
             os.makedirs(out, exist_ok=True)
             net.save_weights(weights)
             # Users keep their own data in data/, whatever folder the model was trained from.
-            model._write_json(os.path.join(out, model.CONFIG_FILE),
+            model.write_json(os.path.join(out, model.CONFIG_FILE),
                               dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
         except OSError as err:
             raise ExportError('%s: cannot write the weights (%s)' % (err.filename or out, err.strerror or err))

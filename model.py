@@ -16,6 +16,7 @@ Public names:
   default_checkpoint()   pretrained/ when the repo ships a model, else config.DEFAULTS['checkpoint_dir']
   add_checkpoint_argument(parser)   the --checkpoint flag of the inference scripts, defaulting to that
   load_model(session, path) -> (net, file read)   a saved model rebuilt for inference and restored
+  read_json(path), write_json(path, obj)   JSON files; writes go through a temp file and a rename
   TrainingDiverged   raised when the loss becomes NaN or infinite
   CheckpointError    a checkpoint or weights file missing or not matching the model
 """
@@ -30,6 +31,7 @@ import threading
 import numpy as np
 
 import config
+import data_utils
 from config import IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS
 
 tf = config.import_tf(onednn=True)  # ~2x training throughput on this CPU; predict.py opts out first
@@ -239,7 +241,7 @@ class Multitask_BKNet(object):
         """Softmax probabilities of all three heads for a batch of faces."""
         images = np.asarray(images)
         if images.dtype == np.uint8:
-            images = (images.astype(np.float32) - 128.0) / 255.0
+            images = data_utils.normalize(images)
         images = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
         out = {t: [] for t in TASKS}
         for start in range(0, len(images), batch_size):
@@ -276,11 +278,11 @@ class Multitask_BKNet(object):
         result = None
         try:
             self._restore_or_initialize(ckpt_dir)
-            _write_json(os.path.join(ckpt_dir, CONFIG_FILE), cfg)
+            write_json(os.path.join(ckpt_dir, CONFIG_FILE), cfg)
             step, (epoch, steps_done) = self.sess.run([self.global_step, self.progress])
             step, epoch, steps_done = int(step), int(epoch), int(steps_done)
             best_path = os.path.join(ckpt_dir, BEST_DIR, 'best.json')
-            best = _read_json(best_path).get('mean_accuracy', -1.0) if os.path.exists(best_path) else -1.0
+            best = read_json(best_path).get('mean_accuracy', -1.0) if os.path.exists(best_path) else -1.0
             with self.sess.graph.as_default():
                 best_saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)  # folders stay movable
                 writer = tf.summary.FileWriter(os.path.join(ckpt_dir, 'logs'))
@@ -325,7 +327,7 @@ class Multitask_BKNet(object):
                     best = mean_acc
                     os.makedirs(os.path.dirname(best_path), exist_ok=True)
                     self._save(os.path.dirname(best_path), epoch, 0, saver=best_saver)
-                    _write_json(best_path, dict(mean_accuracy=mean_acc, epoch=epoch, step=int(step), accuracy={
+                    write_json(best_path, dict(mean_accuracy=mean_acc, epoch=epoch, step=int(step), accuracy={
                         TASK_NAMES[t]: r['correct'] / max(r['count'], 1) for t, r in result.items()}))
                 if self.verbose:
                     print('Saved %s%s' % (path, ' (best so far)' if improved else ''))
@@ -395,12 +397,12 @@ def _remove_checkpoints(ckpt_dir):
             shutil.rmtree(path)
 
 
-def _read_json(path):
+def read_json(path):
     with open(path) as f:
         return json.load(f)
 
 
-def _write_json(path, obj):
+def write_json(path, obj):
     tmp = path + '.tmp'
     with open(tmp, 'w') as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -437,7 +439,7 @@ def load_config(path):
         else:
             raise CheckpointError('%s: not found (every checkpoint folder holds the config of its run)' % config_path)
     try:
-        return resolve_config(_read_json(config_path))
+        return resolve_config(read_json(config_path))
     except (ValueError, TypeError) as err:
         raise CheckpointError('%s: not a valid config (%s)' % (config_path, err))
 

@@ -620,9 +620,7 @@ def _course_emotion(images_path, labels_path):
                         % (labels_path, NUM_CLASSES[EMOTION], labels.dtype, labels.shape))
     if len(labels) != len(images):
         raise DataError('%s: %d labels for the %d images of %s' % (labels_path, len(labels), len(images), images_path))
-    if images.size and images.max() <= 1.0:  # stored normalised as (p - 128) / 255
-        images = images * 255.0 + 128.0
-    images = np.clip(np.rint(images), 0, 255).astype(np.uint8)
+    images = data_utils.to_pixels(images)
     labels = labels.astype(np.int64)
     data_utils.check_images(images, labels, EMOTION, labels_path)
     return images, labels
