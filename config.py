@@ -44,6 +44,7 @@ DEFAULTS = dict(
     seed=1234,
     max_steps=0,                # stop after this many global steps (0 = no cap)
     keep_checkpoints=3,
+    init_from=None,             # a fresh run starts from these weights (checkpoint folder/prefix or weights.npz)
 )
 
 

@@ -208,8 +208,12 @@ class Multitask_BKNet(object):
                 # Keep rotating the earlier run's checkpoints too, or every resume leaves its last few behind.
                 self.saver.recover_last_checkpoints(tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths)
             else:
-                print('Created model with fresh parameters.')
                 self.sess.run(tf.global_variables_initializer())
+                if self.config['init_from']:
+                    # Weights only: the optimizer, step and schedule start afresh (fine-tuning, a second cycle).
+                    print('Initialized model weights from %s' % self.restore(self.config['init_from']))
+                else:
+                    print('Created model with fresh parameters.')
 
     def _save(self, ckpt_dir, epochs_done, steps_in_epoch, saver=None, name='model.ckpt'):
         self.sess.run(self._set_progress, {self._progress_value: [epochs_done, steps_in_epoch]})

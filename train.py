@@ -4,6 +4,7 @@
   python train.py --data-dir data --epochs 10 --lr 0.01
   python train.py --max-steps 20          a cheap smoke run
   python train.py --fresh                 ignore (and remove) the checkpoints in --checkpoint-dir
+  python train.py --init-from pretrained  a new run that starts from the shipped weights
 
 Every flag overrides one entry of config.DEFAULTS; the resolved config is saved as
 checkpoint_dir/config.json. A run resumes from the newest checkpoint in checkpoint_dir, with the
@@ -49,6 +50,9 @@ def parse_args(argv=None):
     p.add_argument('--aug-pad', type=int)
     p.add_argument('--task-weights', type=float, nargs=3, metavar=('SMILE', 'EMOTION', 'GENDER'),
                    help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K')
+    p.add_argument('--init-from', metavar='PATH',
+                   help='start a new run from these weights (a checkpoint folder or prefix, or a weights.npz such as '
+                        'pretrained/); ignored when --checkpoint-dir already holds a checkpoint to resume')
     p.add_argument('--seed', type=int)
     p.add_argument('--max-steps', type=int, help='stop after this many global steps (smoke runs)')
     p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')

@@ -76,6 +76,27 @@ def test_resume_continues_at_the_saved_step(demo_dir, tmp_path, capsys):
     assert sorted(f for f in os.listdir(ckpt_dir) if f.endswith('.index')) == ['model.ckpt-7.index']  # 4 rotated out
 
 
+def test_init_from_starts_a_new_run_from_other_weights(demo_dir, demo_checkpoint, tmp_path, capsys):
+    """--init-from copies the weights (not the step or optimizer); resuming that run ignores it."""
+    ckpt_dir = str(tmp_path)
+    _train(demo_dir, ckpt_dir, init_from=demo_checkpoint, learning_rate=0.0, max_steps=1)
+    source = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(demo_checkpoint))
+    started = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(ckpt_dir))
+    weights = [n for n in source.get_variable_to_shape_map() if n.startswith(('trunk/', 'head_'))
+               and n.endswith(('/weights', '/biases', '/beta', '/gamma'))]
+    assert len(weights) > 40
+    for name in weights:  # a zero learning rate leaves them as they were copied
+        np.testing.assert_array_equal(started.get_tensor(name), source.get_tensor(name), err_msg=name)
+    assert _progress(ckpt_dir) == (1, [0, 1])
+    assert int(source.get_tensor('global_step')) > 1
+    assert model.load_config(ckpt_dir)['init_from'] == demo_checkpoint
+    _train(demo_dir, ckpt_dir, init_from=demo_checkpoint, max_steps=2)
+    out = capsys.readouterr().out
+    assert out.count('Initialized model weights from %s' % tf.train.latest_checkpoint(demo_checkpoint)) == 1
+    assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-1') in out
+    assert _progress(ckpt_dir) == (2, [0, 2])
+
+
 def test_diverging_loss_stops_without_saving(demo_dir, tmp_path):
     ckpt_dir = str(tmp_path)
     _train(demo_dir, ckpt_dir, max_steps=2)
