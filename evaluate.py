@@ -25,6 +25,7 @@ Public functions:
   plot_confusion(path, task, panels)     one PNG of [(title, matrix), ...] side by side
   write_outputs(report, out_dir)         evaluation.json and the PNGs
   read_curves(log_dir) -> {tag: {step: value}}   the per-epoch summaries Multitask_BKNet.train writes
+  read_run_curves(ckpt_dir)              the same for a checkpoint folder, after those of the run it was --init-from
   plot_curves(curves, path)              train loss, train / public-test accuracy and learning rate per step
 """
 import argparse
@@ -179,6 +180,26 @@ def read_curves(log_dir):
     return curves
 
 
+def read_run_curves(ckpt_dir):
+    """read_curves of a checkpoint folder, preceded by those of the runs it was --init-from (steps run on)."""
+    runs, seen = [], set()
+    while ckpt_dir and os.path.realpath(ckpt_dir) not in seen:
+        seen.add(os.path.realpath(ckpt_dir))
+        curves = read_curves(os.path.join(ckpt_dir, 'logs'))
+        if not curves:  # not a training folder (e.g. pretrained/), or the earlier run is not on this machine
+            break
+        runs.append(curves)
+        config_path = os.path.join(ckpt_dir, model.CONFIG_FILE)
+        source = model.read_json(config_path).get('init_from') if os.path.isfile(config_path) else None
+        ckpt_dir = source if not source or os.path.isdir(source) else os.path.dirname(source)
+    merged, offset = {}, 0
+    for curves in reversed(runs):
+        for tag, points in curves.items():
+            merged.setdefault(tag, {}).update({offset + step: value for step, value in points.items()})
+        offset = max(step for points in merged.values() for step in points)
+    return merged
+
+
 def plot_curves(curves, path):
     from matplotlib.figure import Figure
 
@@ -263,7 +284,7 @@ def main(argv=None):
         print('error: %s: cannot write the report (%s); choose another folder with --out'
               % (err.filename or out_dir, err.strerror or err), file=sys.stderr)
         return 2
-    curves = read_curves(os.path.join(os.path.dirname(path), 'logs'))
+    curves = read_run_curves(os.path.dirname(path))
     if curves:  # a training folder (not a weights file) also gets its training curves
         written.append(os.path.join(out_dir, CURVES_FILE))
         plot_curves(curves, written[-1])

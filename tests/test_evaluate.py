@@ -48,6 +48,34 @@ def test_a_class_without_samples_is_nan_and_left_out_of_the_balance():
     assert np.isnan(evaluate.accuracy([], []))
 
 
+def _write_run(ckpt_dir, accuracy_by_step, init_from=None):
+    """A checkpoint folder as train.py leaves it, as far as the curves go: config.json and logs/."""
+    os.makedirs(ckpt_dir, exist_ok=True)
+    model.write_json(os.path.join(ckpt_dir, model.CONFIG_FILE), model.resolve_config(init_from=init_from))
+    with tf.Graph().as_default():  # FileWriter refuses eager mode
+        writer = tf.summary.FileWriter(os.path.join(ckpt_dir, 'logs'))
+        for step, value in accuracy_by_step.items():
+            summary = tf.Summary(value=[tf.Summary.Value(tag='train/smile_accuracy', simple_value=value)])
+            writer.add_summary(summary, step)
+        writer.close()
+
+
+def test_run_curves_follow_init_from_with_steps_running_on(tmp_path):
+    first, second, third = (str(tmp_path / name) for name in ('first', 'second', 'third'))
+    _write_run(first, {10: 0.5, 20: 0.625})
+    _write_run(second, {5: 0.75, 10: 0.875}, init_from=first)
+    _write_run(third, {5: 1.0}, init_from=os.path.join(second, 'model.ckpt-10'))  # a checkpoint prefix
+    assert evaluate.read_run_curves(third) == {'train/smile_accuracy': {
+        10: 0.5, 20: 0.625, 25: 0.75, 30: 0.875, 35: 1.0}}
+    assert evaluate.read_run_curves(first) == {'train/smile_accuracy': {10: 0.5, 20: 0.625}}
+    _write_run(first, {}, init_from=third)  # a loop ends where it started
+    assert len(evaluate.read_run_curves(third)['train/smile_accuracy']) == 5
+    shipped = str(tmp_path / 'shipped')  # a weights folder has no curves, wherever its weights came from
+    os.makedirs(shipped)
+    model.write_json(os.path.join(shipped, model.CONFIG_FILE), model.resolve_config(init_from=second))
+    assert evaluate.read_run_curves(shipped) == {}
+
+
 # ----------------------------------------------------------------------------- a demo checkpoint
 
 def run_main(argv):
