@@ -51,8 +51,8 @@ def parse_args(argv=None):
     p.add_argument('--task-weights', type=float, nargs=3, metavar=('SMILE', 'EMOTION', 'GENDER'),
                    help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K')
     p.add_argument('--init-from', metavar='PATH',
-                   help='start a new run from these weights (a checkpoint folder or prefix, or a weights.npz such as '
-                        'pretrained/); ignored when --checkpoint-dir already holds a checkpoint to resume')
+                   help='start a new run from these weights (a checkpoint folder or prefix, a weights.npz or the folder '
+                        'holding one, such as pretrained/); ignored when --checkpoint-dir already holds a checkpoint to resume')
     p.add_argument('--seed', type=int)
     p.add_argument('--max-steps', type=int, help='stop after this many global steps (smoke runs)')
     p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')
