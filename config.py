@@ -7,7 +7,9 @@ Public names:
   DEFAULTS                        training / model defaults; every CLI flag overrides one
   import_tf(onednn)               TensorFlow with its start-up chatter silenced
   session_config()                a ConfigProto that trains on a GPU when there is one
+  docstring_parser(doc, examples) an ArgumentParser whose help is a script's module docstring
 """
+import argparse
 import contextlib
 import os
 import sys
@@ -90,3 +92,10 @@ def session_config():
     cfg = tf.ConfigProto(allow_soft_placement=True)
     cfg.gpu_options.allow_growth = True
     return cfg
+
+
+def docstring_parser(doc, examples):
+    """An ArgumentParser described by doc's first paragraph, with its next `examples` paragraphs as the epilog."""
+    paragraphs = doc.split('\n\n')
+    return argparse.ArgumentParser(description=paragraphs[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                   epilog='\n\n'.join(paragraphs[1:1 + examples]))

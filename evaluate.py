@@ -248,9 +248,7 @@ def _positive_int(text):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog='\n\n'.join(__doc__.split('\n\n')[1:3]))
+    p = config.docstring_parser(__doc__, 2)
     model.add_checkpoint_argument(p)
     p.add_argument('--data-dir', help="data folder (default: the data_dir of the checkpoint's config.json)")
     p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder)" % REPORT_FILE)

@@ -25,7 +25,6 @@ Public names:
   export(checkpoint, out, force=False) -> the checkpoint file exported
   export_weights(checkpoint, out, force=False) -> the checkpoint file exported
 """
-import argparse
 import json
 import os
 import shutil
@@ -113,9 +112,7 @@ def export_weights(checkpoint, out, force=False):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog='\n\n'.join(__doc__.split('\n\n')[1:4]))
+    p = config.docstring_parser(__doc__, 3)
     model.add_checkpoint_argument(p)
     p.add_argument('--out', required=True, help='the SavedModel folder to write')
     p.add_argument('--force', action='store_true', help='replace --out if it exists')

@@ -24,7 +24,6 @@ Public names:
   run_stream(capture, predictor, out_path, ...)   annotate a video or camera stream
   benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
 """
-import argparse
 import collections
 import json
 import os
@@ -277,9 +276,7 @@ def write_image(path, picture):
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog='\n\n'.join(__doc__.split('\n\n')[1:3]))
+    p = config.docstring_parser(__doc__, 2)
     p.add_argument('images', nargs='*', metavar='IMAGE', help='picture files')
     model.add_checkpoint_argument(p)
     p.add_argument('--out', help='annotated picture (several pictures: name_1.ext, ...) or video (.mp4 or .avi)')

@@ -37,7 +37,6 @@ Public functions:
   preprocess_face(image, box=None)          any face picture -> 48x48 uint8 (shared with predict.py)
   crop_largest_face(image)        -> (48x48 face, found): the largest face, or the centre square
 """
-import argparse
 import gzip
 import os
 import sys
@@ -48,6 +47,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+import config
 from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
 import data_utils
 from data_utils import DataError
@@ -737,9 +737,7 @@ SOURCE_TASKS = {'fer2013': EMOTION, 'genki': SMILE, 'wiki': GENDER}
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog='\n\n'.join(__doc__.split('\n\n')[1:5]))
+    parser = config.docstring_parser(__doc__, 4)
     parser.add_argument('--data-dir', default='data', help='output folder (default: data)')
     parser.add_argument('--force', action='store_true', help='overwrite existing files')
     source = parser.add_mutually_exclusive_group()
