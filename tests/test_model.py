@@ -1,4 +1,4 @@
-"""The network, its masked loss and batch norm, checked against hand computations."""
+"""The network, its masked loss, its optimizer step and batch norm in it, checked against hand computations."""
 import numpy as np
 import pytest
 
@@ -7,6 +7,7 @@ from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
 import model
 
 tf = config.import_tf()
+MOMENTUM = 0.9  # model.py's default optimizer: MomentumOptimizer(learning_rate, 0.9, use_nesterov=True)
 
 
 @pytest.fixture
@@ -21,8 +22,11 @@ def net():
     session.close()
 
 
-def _batch(rng, n, tasks=TASKS):
-    indexes = rng.choice(tasks, n).astype(np.float32)
+def _batch(rng, n, tasks=TASKS, indexes=None):
+    """Random images, and one-hot labels each valid for its sample's task (random unless indexes are given)."""
+    if indexes is None:
+        indexes = rng.choice(tasks, n)
+    indexes = np.asarray(indexes, np.float32)
     labels = np.zeros((n, 7), np.float32)
     for i, t in enumerate(indexes):
         labels[i, rng.randint(NUM_CLASSES[int(t)])] = 1
@@ -48,8 +52,7 @@ def test_parameter_count(net):
 
 def test_masked_loss_matches_numpy(net):
     rng = np.random.RandomState(0)
-    images, labels, indexes = _batch(rng, 12)
-    indexes[:] = [1, 2, 2, 1, 2, 2, 2, 1, 2, 1, 2, 2]  # no gender sample: its loss must be 0
+    images, labels, indexes = _batch(rng, 12, indexes=[1, 2, 2, 1, 2, 2, 2, 1, 2, 1, 2, 2])  # no gender: loss 0
     logits = {t: rng.normal(0, 2, (12, NUM_CLASSES[t])).astype(np.float32) for t in TASKS}
     feed = {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes}
     feed.update({net.logits[t]: logits[t] for t in TASKS})
@@ -83,19 +86,41 @@ def test_masked_accuracy_counts_only_own_task(net):
     assert (correct[GENDER], count[GENDER]) == (0, 1)
 
 
-def test_one_task_batch_leaves_other_heads_untouched(net):
-    images, labels, indexes = _batch(np.random.RandomState(1), 16, tasks=(SMILE,))
-    with net.sess.graph.as_default():
-        head_vars = {t: [v for v in tf.trainable_variables() if v.name.startswith('head_' + config.TASK_NAMES[t])]
-                     for t in TASKS}
-        task_loss = tf.add_n(list(net.task_loss.values()))  # weight decay aside
-        grads = {t: tf.gradients(task_loss, vs) for t, vs in head_vars.items()}
-    feed = {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
-            net.phase_train: True, net.keep_prob: 0.5}
-    values = net.sess.run(grads, feed)
-    assert all(np.abs(g).max() > 0 for g in values[SMILE])
-    for task in (EMOTION, GENDER):
-        assert all(g is None or not np.any(g) for g in values[task])
+@pytest.mark.parametrize('task', TASKS, ids=[config.TASK_NAMES[t] for t in TASKS])
+def test_one_task_train_step_changes_other_heads_only_by_weight_decay(net, task):
+    """A real train step on a batch of one task: the other heads move only by their weight decay."""
+    with net.sess.graph.as_default():  # the fixture's initializer left the momentum slots at zero
+        trainable = tf.trainable_variables()
+        decayed = {v.name for v in tf.get_collection(tf.GraphKeys.WEIGHTS)}
+    groups = {scope: [v for v in trainable if v.name.startswith(scope + '/')]
+              for scope in ['trunk'] + ['head_' + config.TASK_NAMES[t] for t in TASKS]}
+    # 9 convolutions x (weights, beta, gamma); per head 2 FC x (weights, beta, gamma) + logits weights and biases
+    assert {s: len(vs) for s, vs in groups.items()} == {
+        'trunk': 27, 'head_smile': 8, 'head_emotion': 8, 'head_gender': 8}
+    assert sum(groups.values(), []) == trainable  # every trainable variable is checked below
+    trained = 'head_' + config.TASK_NAMES[task]
+    assert net.config['optimizer'] == 'momentum'
+
+    images, labels, indexes = _batch(np.random.RandomState(task), 16, tasks=(task,))
+    lr = 0.1
+    before = net.sess.run(trainable)
+    net.sess.run(net.train_op, {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
+                                net.phase_train: True, net.keep_prob: 0.5, net.learning_rate: lr})
+    after = net.sess.run(trainable)
+
+    for var, old, new in zip(trainable, before, after):
+        # Nesterov from a zero slot: accum = g, var -= lr * g + lr * momentum * accum; with no loss
+        # gradient, g is the weight decay's wd * w (l2_loss is sum(w ** 2) / 2) or 0.
+        grad = net.config['weight_decay'] * old.astype(np.float64) if var.name in decayed else 0.0
+        decay_only = old - lr * (1 + MOMENTUM) * grad
+        if var.name.startswith(trained + '/') or var.name.startswith('trunk/'):
+            assert np.abs(new - decay_only).max() > 1e-6, '%s was not trained' % var.name
+        elif var.name in decayed:
+            # the decay step (lr * 1.9 * wd = 1e-4 of each weight) is 100 times the tolerance
+            np.testing.assert_allclose(new, decay_only, rtol=1e-6, atol=0, err_msg=var.name)
+            assert not np.allclose(new, old, rtol=1e-5, atol=0), var.name
+        else:
+            np.testing.assert_array_equal(new, old, err_msg=var.name)
 
 
 def test_batch_norm_trains_statistics_and_infers_per_sample(net):
