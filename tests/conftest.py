@@ -1,4 +1,8 @@
-"""Shared fixtures: the repo root on sys.path, a demo data set, and the shared real archives."""
+"""Shared fixtures: the repo root on sys.path, a demo data set, and the shared real archives.
+
+The real-data tests skip when ../shared/data lacks an archive, except under CI (CI=true), where
+they fail: there the archives must be present (require_shared_data, running_in_ci).
+"""
 import os
 import sys
 
@@ -36,14 +40,28 @@ def demo_dir(tmp_path_factory):
     return path
 
 
+def running_in_ci(environ):
+    """True when CI is set to anything but '', '0' or 'false' (CI services set CI=true)."""
+    return environ.get('CI', '').strip().lower() not in ('', '0', 'false')
+
+
+def require_shared_data(folder, environ):
+    """Return folder if it holds every real archive; else fail in CI (where it must be there), skip elsewhere."""
+    missing = [n for n in SHARED_ARCHIVES if not os.path.isfile(os.path.join(folder, n))]
+    if not missing:
+        return folder
+    reason = ('real data archives not found: %s missing from %s (they are never in the repo; see '
+              'PROVENANCE.md of the shared data folder)' % (', '.join(missing), folder))
+    if running_in_ci(environ):
+        pytest.fail('CI is set, so the real-data tests must run: ' + reason, pytrace=False)
+    pytest.skip(reason)
+
+
 @pytest.fixture(scope='session')
 def shared_data_dir():
-    """The folder of the real archives (../shared/data beside the repo); skips when it is absent."""
-    missing = [n for n in SHARED_ARCHIVES if not os.path.isfile(os.path.join(SHARED_DATA, n))]
-    if missing:
-        pytest.skip('real data archives not found: %s missing from %s (they are never in the repo; see '
-                    'PROVENANCE.md of the shared data folder)' % (', '.join(missing), SHARED_DATA))
-    return SHARED_DATA
+    """The folder of the real archives (../shared/data beside the repo); fails under CI and skips
+    elsewhere when one is missing."""
+    return require_shared_data(SHARED_DATA, os.environ)
 
 
 @pytest.fixture(scope='session')

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from matplotlib import cbook
 
+import conftest
 import config
 import evaluate
 import model
@@ -91,3 +92,40 @@ def test_predict_reads_a_real_photo_with_no_flags(tmp_path):
         assert list(probabilities) == list(config.CLASS_NAMES[task])
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=2e-3)
         assert face[name]['label'] == max(probabilities, key=probabilities.get)
+
+
+# ----------------------------------------------------------------------------- the real data's fixture
+
+@pytest.mark.parametrize('ci', [None, 'true'])
+def test_shared_data_dir_is_the_folder_holding_every_archive(tmp_path, monkeypatch, ci):
+    for name in conftest.SHARED_ARCHIVES:
+        (tmp_path / name).write_bytes(b'PK')
+    if ci is None:
+        monkeypatch.delenv('CI', raising=False)
+    else:
+        monkeypatch.setenv('CI', ci)
+    assert conftest.require_shared_data(str(tmp_path), os.environ) == str(tmp_path)
+
+
+@pytest.mark.parametrize('ci', ['true', 'True', '1', 'yes'])
+def test_a_missing_archive_fails_under_ci(tmp_path, monkeypatch, ci):
+    (tmp_path / 'genki4k.npz').write_bytes(b'PK')
+    (tmp_path / 'gender.npz').mkdir()  # a folder of that name is no archive
+    monkeypatch.setenv('CI', ci)
+    with pytest.raises(pytest.fail.Exception) as failed:
+        conftest.require_shared_data(str(tmp_path), os.environ)
+    assert str(failed.value) == ('CI is set, so the real-data tests must run: real data archives not found: '
+                                 'fer2013.npz, gender.npz missing from %s (they are never in the repo; see '
+                                 'PROVENANCE.md of the shared data folder)' % tmp_path)
+
+
+@pytest.mark.parametrize('ci', [None, '', 'false', '0'])
+def test_a_missing_archive_skips_outside_ci(tmp_path, monkeypatch, ci):
+    if ci is None:
+        monkeypatch.delenv('CI', raising=False)
+    else:
+        monkeypatch.setenv('CI', ci)
+    with pytest.raises(pytest.skip.Exception) as skipped:
+        conftest.require_shared_data(str(tmp_path / 'absent'), os.environ)
+    assert str(skipped.value).startswith('real data archives not found: genki4k.npz, fer2013.npz, gender.npz '
+                                         'missing from %s ' % (tmp_path / 'absent'))
