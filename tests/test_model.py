@@ -1,4 +1,6 @@
 """The network, its masked loss, its optimizer step and batch norm in it, checked against hand computations."""
+import os
+
 import numpy as np
 import pytest
 
@@ -158,6 +160,28 @@ def test_small_subset_is_overfitted(demo_dir):
             session.run(net.train_op, {**feed, net.phase_train: True, net.keep_prob: 1.0, net.learning_rate: 0.01})
         correct, count = session.run([net.task_correct, net.task_count], feed)
     assert all(correct[t] == count[t] == 16 for t in TASKS), correct
+
+
+def test_trains_and_restores_in_a_session_whose_graph_is_not_the_default(demo_dir, tmp_path):
+    """As a notebook cell does it: tf.Session(graph=tf.Graph()) while TF2's eager mode is on around it."""
+    assert tf.executing_eagerly()
+    ckpt_dir = str(tmp_path)
+    session = tf.Session(graph=tf.Graph())
+    try:
+        model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, batch_size=16, max_steps=2,
+                              augment=False, verbose=False).train()
+    finally:
+        session.close()
+    reader = tf.train.NewCheckpointReader(tf.train.latest_checkpoint(ckpt_dir))
+    assert reader.get_tensor('global_step') == 2
+    session = tf.Session(graph=tf.Graph())
+    try:
+        trained = model.Multitask_BKNet(session, training=False, verbose=False)
+        assert trained.restore(ckpt_dir) == os.path.join(ckpt_dir, 'model.ckpt-2')
+        weights = session.run(trained.model_variables[0])
+    finally:
+        session.close()
+    np.testing.assert_array_equal(weights, reader.get_tensor(trained.model_variables[0].op.name))
 
 
 def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
