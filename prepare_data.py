@@ -9,9 +9,13 @@
   python prepare_data.py --wiki wiki_crop                         IMDB-WIKI: wiki.mat + NN/*.jpg
   python prepare_data.py --course OLD_DATA --allow-pickle         the course's old pickled folder
 
-Writes data/smile_data, data/emotion_data2 and data/gender_data (see data_utils). Every file is
-written atomically and never overwritten without --force; all inputs are read and checked before
-the first file is written. Bad input stops with one line that names the file and the fault.
+Writes data/smile_data, data/emotion_data2 and data/gender_data (see data_utils). An import
+replaces a task's whole data set and never overwrites without --force; with --force, a split the
+new source lacks (say, a FER-2013 csv without PublicTest rows) is removed, not kept from the
+earlier import. All inputs are read and checked before the first file is written; the files are
+written to hidden temp files and renamed into place together, so a failed or interrupted
+(Ctrl-C: exit code 130) import changes nothing, and temp files a killed run left behind are
+removed by the next run. Bad input stops with one line that names the file and the fault.
 
 Splits made here (seeded by --seed, stratified by label, so the class balance of train and test
 is the same; GENKI-4K files are sorted by label, so a first-N split would be wrong):
@@ -37,20 +41,34 @@ Public functions:
   preprocess_face(image, box=None)          any face picture -> 48x48 uint8 (shared with predict.py)
   crop_largest_face(image)        -> (48x48 face, found): the largest face, or the centre square
 """
+import atexit
+import glob
 import gzip
 import os
+import signal
 import sys
 import zipfile
 import zlib
 
-import cv2
-import numpy as np
-from tqdm import tqdm
 
-import config
-from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
-import data_utils
-from data_utils import DataError
+def _interrupted(signum, frame):
+    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
+    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
+    atexit.register(print, 'interrupted', file=sys.stderr)
+    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
+
+
+if __name__ == '__main__':  # from the first import on, Ctrl-C is one line and exit code 130, not a traceback
+    signal.signal(signal.SIGINT, _interrupted)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import config  # noqa: E402
+from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
+import data_utils  # noqa: E402
+from data_utils import DataError  # noqa: E402
 
 TASK_BY_NAME = {name: task for task, name in TASK_NAMES.items()}
 # Split names found in public archives -> the layout's split of each task.
@@ -182,13 +200,16 @@ def import_npz(path, task, data_dir='data', force=False):
     """Import an archive with `images`, `labels`, `split` and `split_names` into the layout.
 
     Images may be (N,48,48) uint8 or any other size / colour (cropped square and resized).
-    Returns {split: count}.
+    The archive replaces the task's whole data set: a split it lacks is not written (and with
+    force, the earlier file of that split is removed). Returns {split: count}.
     """
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise DataError('%s: empty file (0 bytes), not an .npz archive' % path)
     try:
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError('%s: file not found' % path)
-    except (ValueError, OSError) as err:
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError('%s: not a readable .npz archive (%s)' % (path, err))
     if not isinstance(archive, np.lib.npyio.NpzFile):
         raise DataError('%s: a single .npy array, not an .npz archive of images, labels, split, split_names' % path)
@@ -197,23 +218,24 @@ def import_npz(path, task, data_dir='data', force=False):
         if missing:
             raise DataError('%s: missing array(s) %s (has %s)' % (path, ', '.join(missing), ', '.join(archive.files)))
         try:
-            images, labels, split = archive['images'], archive['labels'], archive['split']
-            split_names = [str(s) for s in archive['split_names']]
+            images, labels, split, split_names = (archive[k] for k in ('images', 'labels', 'split', 'split_names'))
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            raise DataError('%s: cannot read an array of the archive (%s)' % (path, err))
+            raise DataError('%s: cannot read an array of the archive (damaged or truncated: %s)' % (path, err))
+    for name, array in (('labels', labels), ('split', split), ('split_names', split_names)):
+        if array.ndim != 1:
+            raise DataError('%s: %s must be a 1-D array, got shape %s' % (path, name, array.shape))
+    if not np.issubdtype(split.dtype, np.integer):
+        raise DataError('%s: split must hold integer codes into split_names, got %s' % (path, split.dtype))
     if len(labels) != len(images) or len(split) != len(images):
         raise DataError('%s: images, labels and split differ in length (%d, %d, %d)'
                         % (path, len(images), len(labels), len(split)))
     if images.ndim not in (3, 4) or images.dtype != np.uint8 or (images.ndim == 4 and images.shape[3] not in (1, 3, 4)):
         raise DataError('%s: images must be uint8 (N,H,W) or (N,H,W,C) with C 1, 3 or 4, got %s %s'
                         % (path, images.dtype, images.shape))
-    if len(images) == 0:
-        raise DataError('%s: the archive holds no images' % path)
-    if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE) or images.ndim == 4:
-        images = np.stack([preprocess_face(img) for img in images])
-    data_utils.check_images(images, labels, task, path)
+    if len(images) == 0 or 0 in images.shape[1:3]:
+        raise DataError('%s: the archive holds no pixels (images of shape %s)' % (path, images.shape))
     targets = {}
-    for code, name in enumerate(split_names):
+    for code, name in enumerate(str(s) for s in split_names):
         target = SPLIT_ALIASES.get(name.lower().replace(' ', ''))
         if target == 'test' and 'test' not in data_utils.TASK_SPLITS[task]:
             raise DataError('%s: split %r is ambiguous for %s (use PublicTest / PrivateTest)' % (path, name, TASK_NAMES[task]))
@@ -226,20 +248,32 @@ def import_npz(path, task, data_dir='data', force=False):
     unknown = sorted(set(np.unique(split).tolist()) - set(targets))
     if unknown:
         raise DataError('%s: split code %s has no name in split_names' % (path, unknown[0]))
-    out = {t: data_utils.split_path(data_dir, task, t) for t in set(targets.values())}
+    if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE) or images.ndim == 4:
+        images = np.stack([preprocess_face(img) for img in images])
+    data_utils.check_images(images, labels, task, path)
+    out = _outputs(data_dir, task)
     _refuse_overwrite(out.values(), force)
-    counts = {}
-    for target, dest in sorted(out.items()):
+    parts = {}
+    for target in set(targets.values()):
         keep = np.isin(split, [c for c, t in targets.items() if t == target])
-        data_utils.save_split(dest, images[keep], labels[keep], task, force=True)
-        counts[target] = _report(dest, labels[keep], task)
-    return counts
+        parts[target] = images[keep], labels[keep], task
+    return _write(out, parts, path)
 
 
 def _refuse_overwrite(paths, force):
+    for folder in sorted({os.path.dirname(p) for p in paths}):
+        _check_folder(folder)
     existing = [p for p in paths if os.path.exists(p)]
     if existing and not force:
         raise DataError('%s already exists; pass --force to overwrite it' % existing[0])
+
+
+def _check_folder(folder):
+    """DataError unless folder is a folder or can be made one (a file is not in the way)."""
+    while folder and not os.path.exists(folder):
+        folder = os.path.dirname(folder)
+    if folder and not os.path.isdir(folder):
+        raise DataError('%s: is a file, not a folder (give --data-dir a folder)' % folder)
 
 
 def _report(path, labels, task):
@@ -251,18 +285,50 @@ def _report(path, labels, task):
 
 # ----------------------------------------------------------------------------- shared helpers
 
-def _outputs(data_dir, task, splits=None):
-    return {s: data_utils.split_path(data_dir, task, s) for s in (splits or data_utils.TASK_SPLITS[task])}
+TEMP_PREFIX = '.tmp-'  # data_utils.save_split's temp files, and the staged files of _write
 
 
-def _write(out, parts, task):
-    """Write {split: (images, labels)} to the paths in out (already checked); -> {split: count}."""
-    counts = {}
-    for split, dest in sorted(out.items()):
-        images, labels = parts[split]
-        data_utils.save_split(dest, images, labels, task, force=True)
-        counts[split] = _report(dest, labels, task)
-    return counts
+def _outputs(data_dir, task):
+    return {s: data_utils.split_path(data_dir, task, s) for s in data_utils.TASK_SPLITS[task]}
+
+
+def _write(out, parts, source):
+    """Write parts {key: (images, labels, task)} to the paths out {key: path}; -> {key: count}.
+
+    out holds all the paths the import replaces (checked by _refuse_overwrite): one without a
+    part is not written, and an earlier file there is removed, so no split of an older import
+    stays beside the new ones. Every file is first written in full to a hidden temp file and all
+    are renamed into place at the end: an import stopped half-way leaves the old files as they were.
+    """
+    staged = {}
+    try:
+        for key, (images, labels, task) in sorted(parts.items()):
+            folder, name = os.path.split(out[key])
+            staged[key] = os.path.join(folder, '%s%d-%s' % (TEMP_PREFIX, os.getpid(), name))  # .tmp-PID-train.npy
+            data_utils.save_split(staged[key], images, labels, task, force=True)
+        for key, tmp in staged.items():
+            os.replace(tmp, out[key])
+    finally:
+        for tmp in staged.values():
+            if os.path.exists(tmp):
+                os.remove(tmp)
+    for key in sorted(set(out) - set(parts)):
+        removed = os.path.exists(out[key])
+        if removed:
+            os.remove(out[key])
+        print('%s: %s has no such split, so it is not written%s'
+              % (out[key], source, ' (removed the earlier import\'s file)' if removed else ''))
+    return {key: _report(out[key], labels, task) for key, (_, labels, task) in sorted(parts.items())}
+
+
+def _remove_leftovers(data_dir):
+    """Remove the hidden temp files an import killed mid-write left in data_dir's task folders."""
+    leftovers = sorted(glob.glob(os.path.join(glob.escape(data_dir), '*', TEMP_PREFIX + '*.npy')))
+    leftovers = [p for p in leftovers if os.path.basename(os.path.dirname(p)) in data_utils.TASK_FOLDERS.values()]
+    for path in leftovers:
+        os.remove(path)
+    if leftovers:
+        print('removed %d temp file(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(leftovers)))
 
 
 def _allocate(sizes, total):
@@ -316,15 +382,9 @@ def import_fer2013(path, data_dir='data', force=False):
     out = _outputs(data_dir, EMOTION)
     _refuse_overwrite(out.values(), force)
     images, labels, usage = _read_fer2013(path)
-    parts = {}
-    for split in data_utils.TASK_SPLITS[EMOTION]:
-        keep = usage == split
-        if keep.any():
-            parts[split] = images[keep], labels[keep]
-        else:
-            name = [u for u, s in FER_USAGE.items() if s == split][0]
-            print('%s: no %s rows, so %s is not written' % (path, name, out.pop(split)))
-    return _write(out, parts, EMOTION)
+    parts = {split: (images[usage == split], labels[usage == split], EMOTION)
+             for split in out if np.any(usage == split)}
+    return _write(out, parts, path)
 
 
 def _read_fer2013(path):
@@ -417,7 +477,8 @@ def import_genki(folder, data_dir='data', force=False, seed=0):
     faces, found = _crop_files(paths, 'GENKI-4K')
     _report_fallback(folder, found)
     train, test = stratified_split(labels, min(GENKI_TEST, int(round(len(labels) / 4.0))), seed)
-    return _write(out, {'train': (faces[train], labels[train]), 'test': (faces[test], labels[test])}, SMILE)
+    parts = {'train': (faces[train], labels[train], SMILE), 'test': (faces[test], labels[test], SMILE)}
+    return _write(out, parts, folder)
 
 
 def _read_genki_labels(path):
@@ -482,7 +543,8 @@ def import_wiki(folder, data_dir='data', force=False, seed=0):
     if n > len(train) + len(test):
         print('%s: %d images left out (the course uses %d train + %d test)'
               % (folder, n - len(train) - len(test), WIKI_TRAIN, WIKI_TEST))
-    return _write(out, {'train': (faces[train], labels[train]), 'test': (faces[test], labels[test])}, GENDER)
+    parts = {'train': (faces[train], labels[train], GENDER), 'test': (faces[test], labels[test], GENDER)}
+    return _write(out, parts, folder)
 
 
 def wiki_split_sizes(n):
@@ -588,12 +650,8 @@ def import_course(folder, data_dir='data', force=False, allow_pickle=False):
         parts = [_course_emotion(sources[(EMOTION, split, i, 'images.npy')], sources[(EMOTION, split, i, 'labels.npy')])
                  for i in range(len(dirs))]
         data[(EMOTION, split)] = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
-    counts = {}
-    for key, dest in sorted(out.items()):
-        images, labels = data[key]
-        data_utils.save_split(dest, images, labels, key[0], force=True)
-        counts[dest] = _report(dest, labels, key[0])
-    return counts
+    counts = _write(out, {key: data[key] + (key[0],) for key in out}, folder)
+    return {out[key]: n for key, n in counts.items()}
 
 
 def _course_emotion(images_path, labels_path):
@@ -716,19 +774,15 @@ def demo_faces(task, labels, rng):
 def make_demo(data_dir='data', force=False, seed=0):
     """Write a small synthetic data set in the practice's layout; returns {path: count}."""
     rng = np.random.RandomState(seed)
-    paths = [data_utils.split_path(data_dir, t, sp) for t in TASKS for sp in data_utils.TASK_SPLITS[t]]
-    _refuse_overwrite(paths, force)
-    counts = {}
-    for task in TASKS:
-        n_train, n_test = DEMO_SIZES[task]
-        n_classes = len(CLASS_NAMES[task])
-        for split in data_utils.TASK_SPLITS[task]:
-            n = n_train if split == 'train' else n_test
-            labels = rng.permutation(np.arange(n) % n_classes)
-            path = data_utils.split_path(data_dir, task, split)
-            data_utils.save_split(path, demo_faces(task, labels, rng), labels, task, force=True)
-            counts[path] = _report(path, labels, task)
-    return counts
+    out = {(t, sp): data_utils.split_path(data_dir, t, sp) for t in TASKS for sp in data_utils.TASK_SPLITS[t]}
+    _refuse_overwrite(out.values(), force)
+    parts = {}
+    for task, split in out:
+        n = DEMO_SIZES[task][0 if split == 'train' else 1]
+        labels = rng.permutation(np.arange(n) % len(CLASS_NAMES[task]))
+        parts[(task, split)] = demo_faces(task, labels, rng), labels, task
+    counts = _write(out, parts, 'the demo')
+    return {out[key]: n for key, n in counts.items()}
 
 
 # ----------------------------------------------------------------------------- command line
@@ -739,7 +793,8 @@ SOURCE_TASKS = {'fer2013': EMOTION, 'genki': SMILE, 'wiki': GENDER}
 def main(argv=None):
     parser = config.docstring_parser(__doc__, 4)
     parser.add_argument('--data-dir', default='data', help='output folder (default: data)')
-    parser.add_argument('--force', action='store_true', help='overwrite existing files')
+    parser.add_argument('--force', action='store_true',
+                        help="replace the task's existing files (a split the new source lacks is removed)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument('--demo', action='store_true', help='generate the synthetic demo data set')
     source.add_argument('--npz', help='archive with images, labels, split, split_names (needs --task)')
@@ -755,12 +810,16 @@ def main(argv=None):
     for name, task in SOURCE_TASKS.items():
         if getattr(args, name) and args.task and TASK_BY_NAME[args.task] != task:
             parser.error('--%s holds %s data, not %s' % (name, TASK_NAMES[task], args.task))
+    if args.npz and not args.task:
+        parser.error('--npz needs --task smile|emotion|gender')
+    if not any((args.demo, args.npz, args.fer2013, args.genki, args.wiki, args.course)):
+        parser.error('nothing to do: give --demo, --npz with --task, --fer2013, --genki, --wiki or --course')
     try:
+        _check_folder(args.data_dir)
+        _remove_leftovers(args.data_dir)
         if args.demo:
             make_demo(args.data_dir, args.force, args.seed)
         elif args.npz:
-            if not args.task:
-                parser.error('--npz needs --task smile|emotion|gender')
             import_npz(args.npz, TASK_BY_NAME[args.task], args.data_dir, args.force)
         elif args.fer2013:
             import_fer2013(args.fer2013, args.data_dir, args.force)
@@ -768,12 +827,13 @@ def main(argv=None):
             import_genki(args.genki, args.data_dir, args.force, args.seed)
         elif args.wiki:
             import_wiki(args.wiki, args.data_dir, args.force, args.seed)
-        elif args.course:
-            import_course(args.course, args.data_dir, args.force, args.allow_pickle)
         else:
-            parser.error('nothing to do: give --demo, --npz with --task, --fer2013, --genki, --wiki or --course')
+            import_course(args.course, args.data_dir, args.force, args.allow_pickle)
     except DataError as err:
         print('error: %s' % err, file=sys.stderr)
+        return 2
+    except OSError as err:  # say, a full disk or a folder without write permission
+        print('error: %s: %s' % (err.filename or args.data_dir, err.strerror or err), file=sys.stderr)
         return 2
     return 0
 

@@ -39,6 +39,51 @@ def run_main(argv, capsys):
     return code, out, err
 
 
+# Runs a script as `python script args` with SIGINT sent to it at a chosen moment: when the script
+# first imports a module ('import cv2'), or as soon as a call of module.function returns
+# ('data_utils:save_split'; only calls the script makes through that module's attribute).
+# (The test files of export, evaluate and predict import it from here.)
+INTERRUPT = """
+import importlib, os, runpy, signal, sys
+script, when = sys.argv[1:3]
+sys.argv = [script] + sys.argv[3:]
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+
+if when.startswith('import '):
+    class Trigger(object):
+        def find_spec(self, name, path=None, target=None):
+            if name == when[len('import '):]:
+                sys.meta_path.remove(self)
+                interrupt()
+    sys.meta_path.insert(0, Trigger())
+else:
+    module, name = when.split(':')
+    module = importlib.import_module(module)
+    real = getattr(module, name)
+
+    def interrupted_after(*args, **kwargs):
+        result = real(*args, **kwargs)
+        interrupt()
+        return result
+    setattr(module, name, interrupted_after)
+runpy.run_path(script, run_name='__main__')
+"""
+
+
+def run_interrupted(script, when, *args, timeout=180):
+    """-> CompletedProcess of script run from the repo root and sent SIGINT at `when` (see INTERRUPT)."""
+    return subprocess.run([sys.executable, '-c', INTERRUPT, script, when] + [str(a) for a in args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_interrupted(result):
+    """Exit code 130 and the one line 'interrupted' last on stderr (TensorFlow may log before it), no traceback."""
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines()[-1] == 'interrupted' and 'Traceback' not in result.stderr, result.stderr
+
+
 def assert_refused(argv, out_dir, capsys, *fragments):
     """The CLI stops with exit code 2, one 'error:' line holding every fragment, and writes nothing."""
     code, _, err = run_main(list(argv) + ['--data-dir', out_dir], capsys)
@@ -632,6 +677,136 @@ def test_npz_faults(tmp_path, capsys):
         prepare_data.main(['--fer2013', 'x.csv', '--task', 'smile'])
     with pytest.raises(SystemExit):
         prepare_data.main([])
+
+
+def _smile_npz(path, **override):
+    """A valid smile archive of 4 faces (2 train, 2 test), with any array replaced by override."""
+    arrays = dict(images=np.arange(4 * 48 * 48).reshape(4, 48, 48).astype(np.uint8), labels=np.array([0, 1, 1, 0]),
+                  split=np.array([0, 0, 1, 1]), split_names=np.array(['train', 'test']))
+    arrays.update(override)
+    np.savez(str(path), **arrays)
+    return str(path)
+
+
+def _truncated(path):
+    data = open(_smile_npz(path), 'rb').read()
+    open(path, 'wb').write(data[:len(data) // 2])
+
+
+def _crc_damaged(path):
+    data = bytearray(open(_smile_npz(path), 'rb').read())
+    data[data.index(b'PK\x03\x04', 4) - 1] ^= 0xFF  # the last byte of images.npy, the first member (stored)
+    open(path, 'wb').write(bytes(data))
+
+
+NPZ_DAMAGE = {  # name -> (how the archive is made, the message)
+    'truncated': (_truncated, 'not a readable .npz archive'),
+    '0 bytes': (lambda path: open(path, 'wb').close(), 'empty file (0 bytes)'),
+    'CRC-damaged': (_crc_damaged, "cannot read an array of the archive (damaged or truncated: Bad CRC-32 for file 'images.npy')"),
+    'scalar labels': (lambda path: _smile_npz(path, labels=np.array(1)), 'labels must be a 1-D array, got shape ()'),
+    '2-D split': (lambda path: _smile_npz(path, split=np.zeros((4, 1), int)), 'split must be a 1-D array, got shape (4, 1)'),
+    '48x0 images': (lambda path: _smile_npz(path, images=np.zeros((4, 48, 0), np.uint8)),
+                    'the archive holds no pixels (images of shape (4, 48, 0))'),
+}
+
+
+@pytest.mark.parametrize('damage', sorted(NPZ_DAMAGE))
+def test_damaged_npz_is_one_line_and_leaves_the_earlier_import(tmp_path, capsys, damage):
+    out = str(tmp_path / 'data')
+    assert run_main(['--task', 'smile', '--npz', _smile_npz(tmp_path / 'good.npz'), '--data-dir', out], capsys)[0] == 0
+    before = {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out)}
+    make, message = NPZ_DAMAGE[damage]
+    path = str(tmp_path / 'faces.npz')
+    make(path)
+    code, _, err = run_main(['--task', 'smile', '--npz', path, '--data-dir', out, '--force'], capsys)
+    assert code == 2 and err.startswith('error: %s: %s' % (path, message)) and err.count('\n') == 1, err
+    assert {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out)} == before
+
+
+def test_data_dir_that_is_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / 'data'
+    blocker.write_text('my notes')
+    npz = _smile_npz(tmp_path / 'faces.npz')
+    for data_dir in (blocker, blocker / 'inside'):
+        code, _, err = run_main(['--task', 'smile', '--npz', npz, '--data-dir', data_dir], capsys)
+        assert code == 2 and err == 'error: %s: is a file, not a folder (give --data-dir a folder)\n' % blocker
+    assert blocker.read_text() == 'my notes'
+
+
+def test_forced_import_without_test_rows_removes_the_earlier_test_splits(tmp_path, fer_rows, capsys):
+    out = str(tmp_path / 'data')
+    assert run_main(['--fer2013', write_lines(tmp_path / 'all.csv', fer_lines(fer_rows)), '--data-dir', out], capsys)[0] == 0
+    training = [r for r in fer_rows if r[2] == 'Training'][:5]
+    csv = write_lines(tmp_path / 'train_only.csv', fer_lines(training))
+    code, _, err = run_main(['--fer2013', csv, '--data-dir', out], capsys)
+    assert code == 2 and 'already exists; pass --force' in err and len(npy_files(out)) == 3
+
+    code, stdout, _ = run_main(['--fer2013', csv, '--data-dir', out, '--force'], capsys)
+    assert code == 0
+    assert npy_files(out) == ['emotion_data2/train.npy']  # no test split of the earlier import is left beside it
+    assert read(out, EMOTION, 'train')[1].tolist() == [r[0] for r in training]
+    for split in ('public_test', 'private_test'):
+        path = data_utils.split_path(out, EMOTION, split)
+        assert "%s: %s has no such split, so it is not written (removed the earlier import's file)" % (path, csv) in stdout
+
+
+def _placeholder(out, task):
+    """A one-face train split of task in out, standing for an earlier import; -> its path."""
+    path = data_utils.split_path(out, task, 'train')
+    data_utils.save_split(path, np.full((1, 48, 48), 7, np.uint8), np.array([1]), task)
+    return path
+
+
+@pytest.mark.parametrize('source', ['npz', 'genki', 'wiki', 'course'])
+def test_every_source_refuses_to_overwrite_without_force(tmp_path, capsys, request, source):
+    if source == 'npz':
+        argv, task, n_train = ['--task', 'smile', '--npz', _smile_npz(tmp_path / 'faces.npz')], SMILE, 2
+    elif source == 'course':
+        argv, task, n_train = ['--course', request.getfixturevalue('course')[0], '--allow-pickle'], GENDER, 7
+    else:
+        argv = ['--' + source, request.getfixturevalue(source)[0]]
+        task, n_train = (SMILE, 12) if source == 'genki' else (GENDER, 15)
+    out = str(tmp_path / 'data')
+    earlier = _placeholder(out, task)
+    before = open(earlier, 'rb').read()
+    code, stdout, err = run_main(argv + ['--data-dir', out], capsys)
+    assert code == 2 and err == 'error: %s already exists; pass --force to overwrite it\n' % earlier
+    assert npy_files(out) == [os.path.relpath(earlier, out)] and open(earlier, 'rb').read() == before
+
+    assert run_main(argv + ['--data-dir', out, '--force'], capsys)[0] == 0
+    assert len(read(out, task, 'train')[1]) == n_train
+
+
+def test_ctrl_c_at_start_up_is_one_line(tmp_path):
+    out = tmp_path / 'data'
+    result = run_interrupted('prepare_data.py', 'import cv2', '--demo', '--data-dir', out)
+    assert_interrupted(result)
+    assert not out.exists()
+
+
+def test_ctrl_c_during_an_import_keeps_the_earlier_files_and_no_temp_file(tmp_path, fer_rows):
+    out = str(tmp_path / 'data')
+    prepare_data.import_fer2013(write_lines(tmp_path / 'a.csv', fer_lines(fer_rows)), out)
+    before = {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out)}
+    assert len(before) == 3
+    changed = write_lines(tmp_path / 'b.csv', fer_lines([(6 - label, px, usage) for label, px, usage in fer_rows]))
+    # SIGINT once the first of the three files is written in full
+    result = run_interrupted('prepare_data.py', 'data_utils:save_split', '--fer2013', changed, '--data-dir', out, '--force')
+    assert_interrupted(result)
+    assert {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out)} == before  # nothing else, no .tmp-*
+
+
+def test_temp_files_of_a_killed_run_are_removed_by_the_next(tmp_path, fer_rows, capsys):
+    out = tmp_path / 'data'
+    leftovers = [out / 'emotion_data2' / '.tmp-4242-train.npy', out / 'smile_data' / '.tmp-k2j3h4.npy']
+    for path in leftovers:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b'half a file')
+    code, stdout, _ = run_main(['--fer2013', write_lines(tmp_path / 'a.csv', fer_lines(fer_rows)), '--data-dir', out], capsys)
+    assert code == 0
+    assert stdout.splitlines()[0] == 'removed 2 temp file(s) left by an interrupted run: %s, %s' % tuple(sorted(map(str, leftovers)))
+    assert npy_files(str(out)) == ['emotion_data2/private_test.npy', 'emotion_data2/public_test.npy',
+                                   'emotion_data2/train.npy']
 
 
 def test_demo_refuses_to_overwrite_then_force_rewrites(tmp_path, capsys, monkeypatch):
