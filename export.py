@@ -14,25 +14,43 @@ probabilities, classes in config.CLASS_NAMES order (also in assets.extra/class_n
   serve = tf.saved_model.load('exported/bknet').signatures['serving_default']
   probs = serve(faces=tf.constant(faces_uint8))     # {'smile': ..., 'emotion': ..., 'gender': ...}
 
-The export is built in a temporary folder beside --out and renamed into place when complete;
-an existing --out is only replaced with --force.
-
 --weights writes instead the inference weights alone (no optimizer state) as float16 weights.npz
 with the run's config.json: half the size of float32, and what pretrained/ holds.
 
+Either export is built in a hidden folder beside --out (.tmp-export-*) and moved into place when
+complete; an existing --out (with --weights: a weights.npz or config.json in it) is only replaced
+with --force. Ctrl-C stops with one line and exit code 130 and removes the unfinished export; the
+folders of an export killed half-way are removed by the next export beside them.
+
 Public names:
   ServingNet        Multitask_BKNet with the extra uint8 `faces` placeholder feeding its input
+  ExportError       the export folder cannot be written, or exists without --force (one-line message)
   export(checkpoint, out, force=False) -> the checkpoint file exported
   export_weights(checkpoint, out, force=False) -> the checkpoint file exported
 """
+import atexit
+import contextlib
+import glob
 import json
 import os
 import shutil
+import signal
 import sys
 import tempfile
 
-import config
-from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES, TASKS
+
+def _interrupted(signum, frame):
+    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
+    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
+    atexit.register(print, 'interrupted', file=sys.stderr)
+    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
+
+
+if __name__ == '__main__':  # from the first import on (TensorFlow takes seconds), Ctrl-C is one line and exit code 130
+    signal.signal(signal.SIGINT, _interrupted)
+
+import config  # noqa: E402
+from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES, TASKS  # noqa: E402
 
 tf = config.import_tf()
 
@@ -40,10 +58,11 @@ import model  # noqa: E402
 
 SIGNATURE = 'serving_default'
 INPUT = 'faces'
+TEMP_PREFIX = '.tmp-export-'  # the folder an export is built in, beside --out
 
 
 class ExportError(Exception):
-    """The export folder cannot be written (one-line message)."""
+    """The export folder cannot be written, or exists without --force (one-line message)."""
 
 
 class ServingNet(model.Multitask_BKNet):
@@ -59,19 +78,13 @@ def export(checkpoint, out, force=False):
     """Write the SavedModel of checkpoint to the folder out; returns the checkpoint file read."""
     if os.path.exists(out) and not force:
         raise ExportError('%s already exists; pass --force to replace it' % out)
-    parent = os.path.dirname(os.path.abspath(out))
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net, path = model.load_model(session, checkpoint, net_class=ServingNet)
         # The step counters are not restored for inference, but every variable is saved.
         session.run(tf.variables_initializer([v for v in tf.global_variables() if v not in net.model_variables]))
         signature = tf.saved_model.predict_signature_def(
             inputs={INPUT: net.faces}, outputs={TASK_NAMES[t]: net.probabilities[t] for t in TASKS})
-        try:
-            os.makedirs(parent, exist_ok=True)
-            tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-export-')
-        except OSError as err:
-            raise ExportError('%s: cannot create the export folder (%s)' % (out, err.strerror or err))
-        try:
+        with _build_folder(out) as tmp:
             built = os.path.join(tmp, 'saved_model')
             builder = tf.saved_model.Builder(built)
             builder.add_meta_graph_and_variables(session, [tf.saved_model.tag_constants.SERVING],
@@ -86,38 +99,67 @@ def export(checkpoint, out, force=False):
                     raise ExportError('%s already exists; pass --force to replace it' % out)
                 os.rename(out, os.path.join(tmp, 'replaced'))
             os.rename(built, out)
-        except OSError as err:
-            raise ExportError('%s: cannot write the export (%s)' % (err.filename or out, err.strerror or err))
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
     return path
 
 
 def export_weights(checkpoint, out, force=False):
     """Write checkpoint's inference weights (float16 .npz) and config to the folder out."""
-    weights = os.path.join(out, model.WEIGHTS_FILE)
-    if os.path.exists(weights) and not force:
-        raise ExportError('%s already exists; pass --force to replace it' % weights)
+    names = (model.WEIGHTS_FILE, model.CONFIG_FILE)
+    existing = [os.path.join(out, n) for n in names if os.path.exists(os.path.join(out, n))]
+    if existing and not force:
+        raise ExportError('%s already exists; pass --force to replace it' % existing[0])
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net, path = model.load_model(session, checkpoint)
-        try:
-            os.makedirs(out, exist_ok=True)
-            net.save_weights(weights)
+        with _build_folder(out) as tmp:
+            net.save_weights(os.path.join(tmp, model.WEIGHTS_FILE))
             # Users keep their own data in data/, whatever folder the model was trained from.
-            model.write_json(os.path.join(out, model.CONFIG_FILE),
-                              dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
-        except OSError as err:
-            raise ExportError('%s: cannot write the weights (%s)' % (err.filename or out, err.strerror or err))
+            model.write_json(os.path.join(tmp, model.CONFIG_FILE),
+                             dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
+            os.makedirs(out, exist_ok=True)
+            for name in names:
+                os.replace(os.path.join(tmp, name), os.path.join(out, name))
     return path
+
+
+@contextlib.contextmanager
+def _build_folder(out):
+    """A temporary folder beside out to build the export in, removed afterwards whatever happens
+    (an error, Ctrl-C); OSError inside becomes an ExportError naming the file."""
+    parent = os.path.dirname(os.path.abspath(out))
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=parent, prefix=TEMP_PREFIX)
+    except OSError as err:
+        raise ExportError('%s: cannot create the export folder (%s)' % (out, err.strerror or err))
+    try:
+        yield tmp
+    except OSError as err:
+        raise ExportError('%s: cannot write the export (%s)' % (err.filename or out, err.strerror or err))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_leftovers(out):
+    """Remove the build folders that exports killed half-way left beside out; -> their paths."""
+    parent = os.path.dirname(os.path.abspath(out))
+    leftovers = sorted(glob.glob(os.path.join(glob.escape(parent), TEMP_PREFIX + '*')))
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
 
 
 def main(argv=None):
     p = config.docstring_parser(__doc__, 3)
     model.add_checkpoint_argument(p)
-    p.add_argument('--out', required=True, help='the SavedModel folder to write')
-    p.add_argument('--force', action='store_true', help='replace --out if it exists')
-    p.add_argument('--weights', action='store_true', help='write float16 weights.npz + config.json instead')
+    files = '%s and %s' % (model.WEIGHTS_FILE, model.CONFIG_FILE)
+    p.add_argument('--out', required=True,
+                   help='the SavedModel folder to write (with --weights: the folder to write the files into)')
+    p.add_argument('--force', action='store_true', help='replace --out if it exists (with --weights: its %s)' % files)
+    p.add_argument('--weights', action='store_true', help='write the float16 %s instead' % files)
     args = p.parse_args(argv)
+    leftovers = _remove_leftovers(args.out)
+    if leftovers:
+        print('removed %d folder(s) left by an interrupted export: %s' % (len(leftovers), ', '.join(leftovers)))
     try:
         if args.weights:
             path = export_weights(args.checkpoint, args.out, args.force)

@@ -13,6 +13,8 @@ import export
 import model
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
+from test_prepare_data import assert_interrupted, run_interrupted  # noqa: E402  (SIGINT at a chosen moment)
+
 tf1 = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -21,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def exported(demo_checkpoint, tmp_path_factory):
     out = str(tmp_path_factory.mktemp('export') / 'bknet')
     result = subprocess.run([sys.executable, 'export.py', '--checkpoint', demo_checkpoint, '--out', out],
-                            cwd=ROOT, capture_output=True, text=True)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     return out
 
@@ -96,3 +98,46 @@ def test_weights_export_is_small_float16_and_predicts_like_the_checkpoint(demo_c
     for task in TASKS:
         np.testing.assert_allclose(predictions[1][task], predictions[0][task], atol=5e-3, rtol=0)
     assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', out]) == 2  # no silent overwrite
+
+
+@pytest.mark.parametrize('existing', [model.CONFIG_FILE, model.WEIGHTS_FILE])
+def test_weights_export_refuses_an_out_holding_either_file(demo_checkpoint, tmp_path, capsys, existing):
+    out = tmp_path / 'shipped'
+    out.mkdir()
+    (out / existing).write_text('mine')
+    assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', str(out)]) == 2
+    assert capsys.readouterr().err == 'error: %s already exists; pass --force to replace it\n' % (out / existing)
+    assert os.listdir(out) == [existing] and (out / existing).read_text() == 'mine'
+
+    assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', str(out), '--force']) == 0
+    assert sorted(os.listdir(out)) == [model.CONFIG_FILE, model.WEIGHTS_FILE]
+    assert model.load_config(str(out))['checkpoint_dir'] == str(out)  # the file was replaced, not kept
+    assert sorted(os.listdir(tmp_path)) == ['shipped']  # no build folder left beside it
+
+
+def test_ctrl_c_at_start_up_is_one_line(demo_checkpoint, tmp_path):
+    result = run_interrupted('export.py', 'import tensorflow', '--checkpoint', demo_checkpoint, '--out', tmp_path / 'out')
+    assert_interrupted(result)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize('weights', [False, True], ids=['savedmodel', 'weights'])
+def test_ctrl_c_during_an_export_leaves_the_old_export_and_no_build_folder(demo_checkpoint, tmp_path, weights):
+    out = tmp_path / 'bknet'
+    out.mkdir()
+    (out / 'keep.txt').write_text('the earlier export')
+    # SIGINT once the new export is complete in its build folder, just before it would be moved into place
+    when = 'model:write_json' if weights else 'json:dump'
+    result = run_interrupted('export.py', when, '--checkpoint', demo_checkpoint, '--out', out, '--force',
+                             *(['--weights'] if weights else []))
+    assert_interrupted(result)
+    assert os.listdir(tmp_path) == ['bknet'] and os.listdir(out) == ['keep.txt']
+
+
+def test_build_folders_of_a_killed_export_are_removed_by_the_next(demo_checkpoint, tmp_path, capsys):
+    leftover = tmp_path / (export.TEMP_PREFIX + 'x1y2')
+    (leftover / 'saved_model' / 'variables').mkdir(parents=True)
+    out = tmp_path / 'pretrained'
+    assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', str(out)]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == 'removed 1 folder(s) left by an interrupted export: %s' % leftover
+    assert os.listdir(tmp_path) == ['pretrained']
