@@ -9,9 +9,13 @@
 Evaluates smile test, emotion public_test and private_test and gender test in inference mode
 (batch norm with its moving averages, no dropout), prints one table and writes to --out (default:
 the checkpoint's folder) evaluation.json and one confusion matrix per task ({task}_confusion.png;
-the emotion one shows both test splits). Balanced accuracy is the mean per-class accuracy
-(recall): a gender model that always says "male" scores 0.75 accuracy on a 75% male test set
-but 0.5 balanced accuracy.
+the emotion one shows both test splits), plus the training curves of a training folder. The
+shipped model's folder (pretrained/) is never written to: without --out it gets the table alone.
+The files are drawn in a hidden folder and moved into place when all are done; Ctrl-C stops with
+one line and exit code 130.
+
+Balanced accuracy is the mean per-class accuracy (recall): a gender model that always says
+"male" scores 0.75 accuracy on a 75% male test set but 0.5 balanced accuracy.
 
 Public functions:
   confusion_matrix(labels, predictions, num_classes)    (C, C) counts, rows true, columns predicted
@@ -23,21 +27,36 @@ Public functions:
   evaluate(net, data_dir, tta=False, batch_size=256, limit=None) -> the report (what evaluation.json holds)
   format_table(report)                   the printed table
   plot_confusion(path, task, panels)     one PNG of [(title, matrix), ...] side by side
-  write_outputs(report, out_dir)         evaluation.json and the PNGs
+  write_outputs(report, out_dir, curves=None)   evaluation.json and the PNGs
   read_curves(log_dir) -> {tag: {step: value}}   the per-epoch summaries Multitask_BKNet.train writes
   read_run_curves(ckpt_dir)              the same for a checkpoint folder, after those of the run it was --init-from
   plot_curves(curves, path)              train loss, train / public-test accuracy and learning rate per step
 """
 import argparse
+import atexit
 import glob
 import os
+import shutil
+import signal
 import sys
+import tempfile
 import time
 
-import numpy as np
 
-import config
-from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES
+def _interrupted(signum, frame):
+    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
+    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
+    atexit.register(print, 'interrupted', file=sys.stderr)
+    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
+
+
+if __name__ == '__main__':  # from the first import on (TensorFlow takes seconds), Ctrl-C is one line and exit code 130
+    signal.signal(signal.SIGINT, _interrupted)
+
+import numpy as np  # noqa: E402
+
+import config  # noqa: E402
+from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES  # noqa: E402
 
 # oneDNN on: at batch 256 it is ~15% faster here (predict.py, at batch 1, turns it off).
 tf = config.import_tf(onednn=True)
@@ -49,6 +68,7 @@ EVAL_SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_tes
 REPORT_FILE = 'evaluation.json'
 PLOT_FILE = '%s_confusion.png'
 CURVES_FILE = 'training_curves.png'
+TEMP_PREFIX = '.tmp-evaluate-'  # the hidden folder in --out the outputs are drawn in
 
 
 # ----------------------------------------------------------------------------- metrics
@@ -223,19 +243,38 @@ def plot_curves(curves, path):
     fig.savefig(path, dpi=100)
 
 
-def write_outputs(report, out_dir):
-    """evaluation.json and one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)."""
+def write_outputs(report, out_dir, curves=None):
+    """evaluation.json, one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)
+    and, given curves, the training curves; -> the paths written. They are drawn in a hidden folder
+    in out_dir and moved into place when all are done: an error or Ctrl-C leaves no partial file."""
     os.makedirs(out_dir, exist_ok=True)
-    model.write_json(os.path.join(out_dir, REPORT_FILE), report)
-    mode = 'tta' if report['tta'] else 'plain'
-    paths = [os.path.join(out_dir, REPORT_FILE)]
-    for task in (SMILE, EMOTION, GENDER):
-        name = TASK_NAMES[task]
-        panels = [('%s %s%s\n%d images' % (name, r['split'], ', flip TTA' if report['tta'] else '', r['images']),
-                   r[mode]['confusion_matrix']) for r in report['results'] if r['task'] == name]
-        paths.append(os.path.join(out_dir, PLOT_FILE % name))
-        plot_confusion(paths[-1], task, panels)
-    return paths
+    tmp = tempfile.mkdtemp(dir=out_dir, prefix=TEMP_PREFIX)
+    try:
+        model.write_json(os.path.join(tmp, REPORT_FILE), report)
+        names = [REPORT_FILE]
+        mode = 'tta' if report['tta'] else 'plain'
+        for task in (SMILE, EMOTION, GENDER):
+            name = TASK_NAMES[task]
+            panels = [('%s %s%s\n%d images' % (name, r['split'], ', flip TTA' if report['tta'] else '', r['images']),
+                       r[mode]['confusion_matrix']) for r in report['results'] if r['task'] == name]
+            names.append(PLOT_FILE % name)
+            plot_confusion(os.path.join(tmp, names[-1]), task, panels)
+        if curves:
+            names.append(CURVES_FILE)
+            plot_curves(curves, os.path.join(tmp, CURVES_FILE))
+        for name in names:
+            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return [os.path.join(out_dir, name) for name in names]
+
+
+def _remove_leftovers(out_dir):
+    """Remove the folders that runs killed while writing left in out_dir; -> their paths."""
+    leftovers = sorted(glob.glob(os.path.join(glob.escape(out_dir), TEMP_PREFIX + '*')))
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
 
 
 # ----------------------------------------------------------------------------- command line
@@ -251,7 +290,8 @@ def parse_args(argv=None):
     p = config.docstring_parser(__doc__, 2)
     model.add_checkpoint_argument(p)
     p.add_argument('--data-dir', help="data folder (default: the data_dir of the checkpoint's config.json)")
-    p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder)" % REPORT_FILE)
+    p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder; none for the "
+                   "shipped model in pretrained/, which is never written to: only the table is printed)" % REPORT_FILE)
     p.add_argument('--tta', action='store_true', help='also report flip test-time augmentation')
     p.add_argument('--batch-size', type=_positive_int, default=256)
     p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split')
@@ -276,16 +316,19 @@ def main(argv=None):
              report['seconds'], passes / max(report['seconds'], 1e-9)))
     print(format_table(report))
     out_dir = args.out or os.path.dirname(path) or '.'
+    if not args.out and os.path.realpath(out_dir) == os.path.realpath(model.PRETRAINED_DIR):
+        print('report not written: %s holds the shipped model; pass --out DIR to save it' % out_dir)
+        return 0
     try:
-        written = write_outputs(report, out_dir)
+        leftovers = _remove_leftovers(out_dir)
+        if leftovers:
+            print('removed %d folder(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(leftovers)))
+        # a training folder (not a weights file) also gets its training curves
+        written = write_outputs(report, out_dir, read_run_curves(os.path.dirname(path)))
     except OSError as err:
         print('error: %s: cannot write the report (%s); choose another folder with --out'
               % (err.filename or out_dir, err.strerror or err), file=sys.stderr)
         return 2
-    curves = read_run_curves(os.path.dirname(path))
-    if curves:  # a training folder (not a weights file) also gets its training curves
-        written.append(os.path.join(out_dir, CURVES_FILE))
-        plot_curves(curves, written[-1])
     print('wrote %s' % ', '.join(written))
     return 0
 

@@ -13,7 +13,7 @@ import export
 import model
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
-from test_prepare_data import assert_interrupted, run_interrupted  # noqa: E402  (SIGINT at a chosen moment)
+from test_prepare_data import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
 tf1 = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
