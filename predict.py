@@ -13,9 +13,15 @@ cropped exactly as the training faces were (prepare_data.preprocess_face); all f
 go through the network in one session call. In a video each face is followed from frame to frame
 by box overlap and its probabilities are averaged over its last --smooth frames, which steadies
 the labels. A picture without a face is not an error (exit 0); a missing or unreadable file is
-(one line on stderr, exit 2).
+(one line on stderr, exit 2), and so is a picture of more than MAX_PIXELS (120 megapixels), found
+from its header before it is decoded. Pictures are decoded one at a time, each when its turn
+comes. Ctrl-C ends a video or camera run after the current frame, keeping the video written so
+far; at any other time it stops with one line and exit code 130.
 
 Public names:
+  MAX_PIXELS                        the largest picture read (width x height)
+  picture_size(path)                (width, height) from a PNG or JPEG header; None for other formats
+  check_picture(path)               DataError naming the file if it is missing or larger than MAX_PIXELS
   read_image(path)                  a picture file -> BGR uint8; DataError naming the file if unreadable
   Predictor(session, checkpoint)    predictor(picture) -> [(box, {task: probabilities})], largest face first
   describe(box, probabilities, track=None) -> one face as a JSON-ready dict
@@ -24,14 +30,35 @@ Public names:
   run_stream(capture, predictor, out_path, ...)   annotate a video or camera stream
   benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
 """
+import atexit
 import collections
 import json
 import os
+import signal
+import struct
 import sys
 import time
 
-import config
-from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
+
+def _interrupted(signum, frame):
+    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
+    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
+    atexit.register(print, 'interrupted', file=sys.stderr)
+    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
+
+
+if __name__ == '__main__':  # from the first import on (TensorFlow takes seconds), Ctrl-C is one line and exit code 130
+    signal.signal(signal.SIGINT, _interrupted)
+
+import config  # noqa: E402
+from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS  # noqa: E402
+
+# Larger pictures are refused before they are decoded: 120 megapixels lets the largest phone
+# photos (108) through and keeps a decoded picture under 0.5 GB. picture_size reads the size of
+# PNG and JPEG files; for other formats OpenCV checks it (it reads this variable when first
+# imported, which importing TensorFlow does).
+MAX_PIXELS = 120 * 10 ** 6
+os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(MAX_PIXELS))
 
 # oneDNN off: a batch of a few faces runs ~8x faster without it (7 ms against 63 ms per face).
 tf = config.import_tf(onednn=False)
@@ -53,13 +80,54 @@ VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG'}  # what opencv-python-headless c
 BOX_COLOUR = (0, 200, 0)
 
 
+def picture_size(path):
+    """(width, height) from a PNG or JPEG file's header, without decoding; None for other formats."""
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(24)
+            if head.startswith(b'\x89PNG\r\n\x1a\n') and head[12:16] == b'IHDR':
+                return struct.unpack('>II', head[16:24])
+            if not head.startswith(b'\xff\xd8'):
+                return None
+            f.seek(2)
+            while True:  # JPEG segments up to the frame header (SOFn) that holds the size
+                marker = f.read(2)
+                if len(marker) < 2 or marker[0] != 0xFF:
+                    return None
+                if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+                    frame = f.read(7)  # length, precision, height, width
+                    return struct.unpack('>3xHH', frame)[::-1] if len(frame) == 7 else None
+                length = f.read(2)
+                if len(length) < 2:
+                    return None
+                f.seek(struct.unpack('>H', length)[0] - 2, os.SEEK_CUR)
+    except FileNotFoundError:
+        raise DataError('%s: file not found' % path)
+    except OSError as err:
+        raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err))
+
+
+def check_picture(path):
+    """DataError naming the file unless it can be read and is not larger than MAX_PIXELS (by its header)."""
+    size = picture_size(path)
+    if size and size[0] * size[1] > MAX_PIXELS:
+        raise DataError('%s: %dx%d pixels, more than the %d megapixels a picture may have'
+                        % (path, size[0], size[1], MAX_PIXELS // 10 ** 6))
+
+
 def read_image(path):
     """A picture file -> BGR uint8 (H,W,3). Read as bytes first, so non-ASCII paths work everywhere."""
+    check_picture(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err))
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    try:
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+    except cv2.error as err:  # OpenCV refuses a picture above its pixel limit before decoding it
+        if 'CV_IO_MAX_IMAGE_PIXELS' in str(err):
+            raise DataError('%s: more than the %d megapixels a picture may have' % (path, MAX_PIXELS // 10 ** 6))
+        image = None
     if image is None:
         raise DataError('%s: not a readable picture (empty, truncated or not an image file)' % path)
     return image
@@ -201,7 +269,9 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
     """Annotate frames into out_path until the stream ends, max_frames, or Ctrl-C.
 
     Returns (frames, faces tracked, seconds); the time covers everything from reading a frame
-    to writing it. json_lines: print one JSON object per frame.
+    to writing it. json_lines: print one JSON object per frame. Ctrl-C ends the stream after the
+    frame under way (how a camera run ends) and keeps the video written so far; call it from the
+    main thread, where Python handles signals.
     """
     fourcc = VIDEO_CODECS.get(os.path.splitext(out_path)[1].lower())
     if fourcc is None:
@@ -209,9 +279,11 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 25.0  # cameras often report 0
     tracker, writer, frames = Tracker(smooth), None, 0
+    stopped = []
+    previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))
     start = time.time()
     try:
-        while not max_frames or frames < max_frames:
+        while not stopped and (not max_frames or frames < max_frames):
             ok, frame = capture.read()
             if not ok:
                 break
@@ -224,9 +296,8 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
             if json_lines:
                 print(json.dumps({'frame': frames, 'faces': faces}), flush=True)
             frames += 1
-    except KeyboardInterrupt:  # how a camera run ends; the video written so far is kept
-        pass
     finally:
+        signal.signal(signal.SIGINT, previous_handler)
         if writer is not None:
             writer.release()
         capture.release()
@@ -302,16 +373,19 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    outputs = output_paths(args.out, len(args.images)) if args.out and args.images else []
+    results = []  # --json: printed at the end, as one document
     try:
-        # Unreadable inputs fail before the model is loaded.
-        pictures = [read_image(path) for path in args.images]
+        # Missing and oversized pictures fail before the model is loaded; each is decoded only when its turn comes.
+        for path in args.images:
+            check_picture(path)
         if args.video is not None:
             source, capture = args.video, open_video(args.video)
         elif args.camera is not None:
             source, capture = 'camera %d' % args.camera, open_camera(args.camera)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             predictor = Predictor(session, args.checkpoint)
-            if not pictures:
+            if not args.images:
                 frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
                                                      args.max_frames, args.json)
                 print('%s: %d frames, %d face track(s), %.1f frames/s; wrote %s'
@@ -319,24 +393,27 @@ def main(argv=None):
                       file=sys.stderr if args.json else sys.stdout)
                 return 0
             if args.benchmark:
-                faces, session_ms, total_ms = benchmark(predictor, pictures[0], args.benchmark)
+                faces, session_ms, total_ms = benchmark(predictor, read_image(args.images[0]), args.benchmark)
                 print('%s: %d face(s), p50 of %d runs: session call %.1f ms, detection + crop + session call %.1f ms'
                       % (args.images[0], faces, args.benchmark, session_ms, total_ms))
                 return 0
-            results = [[describe(box, probs) for box, probs in predictor(picture)] for picture in pictures]
-        outputs = output_paths(args.out, len(pictures)) if args.out else []
-        for path, picture, faces in zip(outputs, pictures, results):
-            write_image(path, annotate(picture, faces))
+            for i, path in enumerate(args.images):
+                picture = read_image(path)
+                faces = [describe(box, probs) for box, probs in predictor(picture)]
+                if outputs:
+                    write_image(outputs[i], annotate(picture, faces))
+                if args.json:
+                    results.append({'image': path, 'faces': faces})
+                    continue
+                print('%s: %s' % (path, '%d face(s)' % len(faces) if faces else 'no face found'))
+                for n, face in enumerate(faces, 1):
+                    print('  face %d  %s' % (n, format_face(face)))
     except (DataError, model.CheckpointError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps([{'image': path, 'faces': faces} for path, faces in zip(args.images, results)], indent=2))
+        print(json.dumps(results, indent=2))
         return 0
-    for path, faces in zip(args.images, results):
-        print('%s: %s' % (path, '%d face(s)' % len(faces) if faces else 'no face found'))
-        for i, face in enumerate(faces, 1):
-            print('  face %d  %s' % (i, format_face(face)))
     for path in outputs:
         print('wrote %s' % path)
     return 0

@@ -4,8 +4,11 @@ import contextlib
 import io
 import json
 import os
+import signal
+import struct
 import subprocess
 import sys
+import zlib
 
 import cv2
 import numpy as np
@@ -15,6 +18,8 @@ from matplotlib import cbook
 import config
 import predict
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
+
+from test_prepare_data import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
 tf = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -128,12 +133,12 @@ def test_text_output_and_annotated_pictures(demo_checkpoint, files, tmp_path):
 
 def test_blank_picture_is_not_an_error(demo_checkpoint, files):
     code, out, err = run_main([files['blank.png'], '--checkpoint', demo_checkpoint])
-    assert (code, out, err) == (0, '%s: no face found\n' % files['blank.png'], '')
+    assert (code, out) == (0, '%s: no face found\n' % files['blank.png']) and 'error' not in err
 
 
 def test_not_a_picture_is_one_line_and_exit_2(files):
     result = subprocess.run([sys.executable, 'predict.py', files['not_a_picture.jpg']], cwd=ROOT,
-                            capture_output=True, text=True)
+                            capture_output=True, text=True, timeout=300)
     assert result.returncode == 2 and result.stdout == ''
     assert result.stderr.count('\n') == 1 and result.stderr.startswith('error: %s: ' % files['not_a_picture.jpg'])
 
@@ -182,3 +187,105 @@ def test_tracker_matches_boxes_and_averages_the_last_k_frames():
     third = tracker.update([((12, 5, 100, 100), probs(1.0))])
     assert third[0][1][SMILE][1] == pytest.approx(0.8)    # k=2: only 0.6 and 1.0 remain
     assert predict.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+
+
+# ----------------------------------------------------------------------------- large pictures, one at a time, Ctrl-C
+
+def png_header(width, height):
+    """A tiny PNG file whose header claims width x height (the pixel data is a few bytes)."""
+    def chunk(kind, data):
+        return struct.pack('>I', len(data)) + kind + data + struct.pack('>I', zlib.crc32(kind + data))
+    return (b'\x89PNG\r\n\x1a\n' + chunk(b'IHDR', struct.pack('>IIBBBBB', width, height, 8, 2, 0, 0, 0)) +
+            chunk(b'IDAT', zlib.compress(b'\x00' * 64)) + chunk(b'IEND', b''))
+
+
+def jpeg_claiming(width, height):
+    """A real 64x48 JPEG with its frame header (SOF0) changed to claim width x height."""
+    data = bytearray(cv2.imencode('.jpg', np.zeros((48, 64, 3), np.uint8))[1].tobytes())
+    sof = data.index(b'\xff\xc0')
+    assert struct.unpack('>HH', data[sof + 5:sof + 9]) == (48, 64)
+    data[sof + 5:sof + 9] = struct.pack('>HH', height, width)
+    return bytes(data)
+
+
+def test_picture_size_from_the_header(tmp_path, files):
+    (tmp_path / 'a.png').write_bytes(png_header(100000, 30000))
+    (tmp_path / 'b.jpg').write_bytes(jpeg_claiming(9000, 7000))
+    cv2.imwrite(str(tmp_path / 'c.bmp'), np.zeros((5, 7, 3), np.uint8))
+    assert predict.picture_size(str(tmp_path / 'a.png')) == (100000, 30000)
+    assert predict.picture_size(str(tmp_path / 'b.jpg')) == (9000, 7000)
+    assert predict.picture_size(files['faces.jpg']) == CANVAS[::-1]  # a JPEG as OpenCV writes it
+    assert predict.picture_size(str(tmp_path / 'c.bmp')) is None  # another format: OpenCV checks it
+
+
+@pytest.mark.parametrize('name, content', [('huge.png', png_header(100000, 100000)),
+                                           ('huge.jpg', jpeg_claiming(12000, 10001))])
+def test_picture_above_the_pixel_limit_is_refused_from_its_header(files, tmp_path, monkeypatch, name, content):
+    huge = tmp_path / name
+    huge.write_bytes(content)
+    decoded = []
+    monkeypatch.setattr(cv2, 'imdecode', lambda *args: decoded.append(args))
+    # listed after a good picture and with no model: refused before any picture is decoded or the model loaded
+    code, out, err = run_main([files['faces.jpg'], str(huge), '--checkpoint', str(tmp_path / 'no_model')])
+    width, height = predict.picture_size(str(huge))
+    assert width * height > predict.MAX_PIXELS
+    assert (code, out, decoded) == (2, '', [])
+    assert err == 'error: %s: %dx%d pixels, more than the %d megapixels a picture may have\n' % (
+        huge, width, height, predict.MAX_PIXELS // 10 ** 6)
+
+
+def test_other_formats_above_the_limit_are_refused_by_opencv(demo_checkpoint, tmp_path):
+    side = 11000  # 121 megapixels: a BMP header, then a few bytes of pixels
+    huge = tmp_path / 'huge.bmp'
+    huge.write_bytes(b'BM' + struct.pack('<IHHI', 54 + side * side * 3, 0, 0, 54) +
+                     struct.pack('<IiiHHIIiiII', 40, side, side, 1, 24, 0, side * side * 3, 2835, 2835, 0, 0) + bytes(64))
+    result = subprocess.run([sys.executable, 'predict.py', str(huge), '--checkpoint', demo_checkpoint], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    assert result.stderr.splitlines()[-1] == 'error: %s: more than the 120 megapixels a picture may have' % huge
+
+
+def test_pictures_are_decoded_one_at_a_time(demo_checkpoint, files, monkeypatch):
+    events = []
+    decode, call = cv2.imdecode, predict.Predictor.__call__
+    monkeypatch.setattr(cv2, 'imdecode', lambda *args: events.append('decode') or decode(*args))
+    monkeypatch.setattr(predict.Predictor, '__call__', lambda self, picture: events.append('predict') or call(self, picture))
+    code, out, err = run_main([files['faces.jpg'], files['blank.png'], files['faces.jpg'], '--checkpoint', demo_checkpoint])
+    assert code == 0, err
+    assert events == ['decode', 'predict'] * 3
+    assert out.count('3 face(s)') == 2 and out.count('no face found') == 1
+
+
+class InterruptedCapture(object):
+    """A capture of `frames` copies of a picture that sends this process SIGINT when frame `at` is read."""
+
+    def __init__(self, picture, frames, at):
+        self.picture, self.frames, self.at, self.read_count = picture, frames, at, 0
+
+    def get(self, prop):
+        return 10.0
+
+    def read(self):
+        self.read_count += 1
+        if self.read_count == self.at:
+            os.kill(os.getpid(), signal.SIGINT)
+        return self.read_count <= self.frames, self.picture
+
+    def release(self):
+        pass
+
+
+def test_ctrl_c_ends_a_stream_after_the_frame_and_keeps_the_video(predictor, tmp_path):
+    handler = signal.getsignal(signal.SIGINT)
+    out = str(tmp_path / 'camera.avi')
+    frames, tracks, _ = predict.run_stream(InterruptedCapture(compose_faces()[0], 10, at=4), predictor, out, 'camera 0')
+    assert (frames, tracks) == (4, 3)  # the frame read when Ctrl-C came is still annotated
+    assert signal.getsignal(signal.SIGINT) is handler
+    capture = cv2.VideoCapture(out)
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 4
+
+
+def test_ctrl_c_at_start_up_is_one_line(files, tmp_path):
+    out = tmp_path / 'annotated.jpg'
+    assert_interrupted(run_interrupted('predict.py', 'import tensorflow', files['faces.jpg'], '--out', out))
+    assert not out.exists()
