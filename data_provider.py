@@ -1,9 +1,10 @@
 """The practice's data provider: one Dataset mixing the three tasks.
 
 Public names:
-  Dataset(data_type='train'|'public_test'|'private_test', batch_size=128, ...)
+  Dataset(data_type='train'|'validation'|'public_test'|'private_test', batch_size=128, ...)
     .all_data   sequence of (img float32 48x48x1, one-hot label (7,), task index) like the handout's list
-    .gen()      one epoch of (batch_images, batch_labels, batch_indexes); reshuffled per call
+    .gen(start_batch=0)   one epoch of (batch_images, batch_labels, batch_indexes); reshuffled per call
+    .reseed(seed)         restart the random stream (training seeds each epoch from (seed, epoch))
   augment_batch(images, rng, pad)   random shift, horizontal flip and rotation, vectorised
   one_hot(labels)                   int labels -> (N, 7) float32
 """
@@ -13,6 +14,7 @@ from config import IMAGE_SIZE, LABEL_WIDTH, TASKS
 import data_utils
 
 MAX_ROTATION_DEG = 10.0
+VALIDATION_FRACTION = 0.1
 
 
 def one_hot(labels):
@@ -49,7 +51,11 @@ class Dataset(object):
     """All three tasks' samples of one data type, in one shuffled stream of mixed batches.
 
     data_type: 'train' (smile train + emotion train + gender train), 'public_test' (smile test +
-      emotion public test + gender test) or 'private_test' (the same with emotion private test).
+      emotion public test + gender test), 'private_test' (the same with emotion private test) or
+      'validation' (the held-out part of smile train and gender train + emotion public test).
+    validation_fraction: the share of each smile / gender train class held out for 'validation'
+      (data_utils.validation_mask: stratified, fixed seed). 'train' leaves it out when it is above 0;
+      the default keeps the handout's 'train' whole and holds out VALIDATION_FRACTION for 'validation'.
     shuffle: reshuffle at the start of every gen() call; defaults to True only for 'train'.
     augment: random shift/flip/rotation of training batches (never use it on a test set).
     task_weights: (smile, emotion, gender) copies of each task's samples per epoch; 2.5 means
@@ -57,7 +63,8 @@ class Dataset(object):
     """
 
     def __init__(self, data_type='train', batch_size=128, data_dir='data', shuffle=None, augment=False,
-                 aug_pad=10, task_weights=None, seed=None, allow_pickle=False, verbose=True):
+                 aug_pad=10, task_weights=None, seed=None, allow_pickle=False, verbose=True,
+                 validation_fraction=None):
         # Mapped, not read: only the headers are touched here, the pixels are read once, below.
         data = data_utils.read_data(data_dir, data_type, allow_pickle=allow_pickle, verbose=verbose, mmap=True)
         self.data_type = data_type
@@ -86,8 +93,31 @@ class Dataset(object):
             else:  # a pickled file, already read
                 self.images[start:end], self.labels[start:end] = images, labels
             start = end
+        if validation_fraction is None:
+            validation_fraction = VALIDATION_FRACTION if data_type == 'validation' else 0.0
+        if data_type in ('train', 'validation') and validation_fraction > 0:
+            self._hold_out(validation_fraction, keep_held_out=data_type == 'validation')
+        elif data_type == 'validation':
+            raise ValueError("'validation' needs a validation_fraction above 0, got %r" % validation_fraction)
         self.indexes = np.concatenate([np.full(self.task_sizes[t], t, dtype=np.float32) for t in TASKS])
         self.all_data = _AllData(self)
+
+    def _hold_out(self, fraction, keep_held_out):
+        keep, start = [], 0
+        for t in TASKS:
+            end = start + self.task_sizes[t]
+            if t in data_utils.VALIDATION_TASKS:
+                held = data_utils.validation_mask(self.labels[start:end], fraction)
+                keep.append(held if keep_held_out else ~held)
+            else:
+                keep.append(np.ones(end - start, dtype=bool))
+            self.task_sizes[t] = int(keep[-1].sum())
+            start = end
+        keep = np.concatenate(keep)
+        self.images, self.labels = self.images[keep], self.labels[keep]
+
+    def reseed(self, seed):
+        self.rng = np.random.RandomState(seed)
 
     def epoch_order(self):
         """The sample order of one epoch (task weights applied, shuffled if asked)."""
@@ -115,13 +145,14 @@ class Dataset(object):
         return sum(int(w) * self.task_sizes[t] + int(round((w - int(w)) * self.task_sizes[t]))
                    for t, w in zip(TASKS, self.task_weights))
 
-    def gen(self):
+    def gen(self, start_batch=0):
         """Yield one epoch of (images (B,48,48,1) float32, labels (B,7) float32, indexes (B,) float32).
 
-        The last batch may be smaller. Each call starts a new epoch in a new order.
+        The last batch may be smaller. Each call starts a new epoch in a new order; start_batch
+        skips that many batches of it (a run resumed mid-epoch continues the epoch's order).
         """
         order = self.epoch_order()
-        for start in range(0, len(order), self.batch_size):
+        for start in range(start_batch * self.batch_size, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
             if self.shuffle:
                 idx = np.sort(idx)  # gathers faster from sorted positions; order inside a batch does not matter

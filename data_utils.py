@@ -14,6 +14,9 @@ Public functions:
   check_images(images, labels, task, source)            the validation save_split uses
   count_split(path)                      number of records, without reading the pixels
   read_data(data_dir, data_type, mmap=False)   the handout's loader: prints its "Load ... Done !" lines
+  check_labels(labels, task, source)     DataError unless every label is in the task's range
+  validation_mask(labels, fraction)      the stratified, seeded held-out part of a train split
+  VALIDATION_TASKS                       the tasks whose validation part is carved from their train split
   normalize(images)                      uint8 -> float32 (p - 128) / 255, the handout's normalisation
   to_pixels(images)                      back to uint8 (the course's old files hold either form)
   DataError                              bad or missing input; its message is one line for the user
@@ -38,7 +41,12 @@ DATA_TYPES = {
     'train': {SMILE: 'train', EMOTION: 'train', GENDER: 'train'},
     'public_test': {SMILE: 'test', EMOTION: 'public_test', GENDER: 'test'},
     'private_test': {SMILE: 'test', EMOTION: 'private_test', GENDER: 'test'},
+    # FER-2013 PublicTest is that set's official validation split; GENKI-4K and WIKI have none, so a
+    # part of their train splits is held out (Dataset's validation_fraction).
+    'validation': {SMILE: 'train', EMOTION: 'public_test', GENDER: 'train'},
 }
+VALIDATION_TASKS = (SMILE, GENDER)
+VALIDATION_SEED = 2017  # fixed, not the training seed: every run holds out the same faces
 PREPARE_HINT = {
     SMILE: 'python prepare_data.py --task smile --npz ... (or --genki DIR), or --demo',
     EMOTION: 'python prepare_data.py --task emotion --npz ... (or --fer2013 fer2013.csv), or --demo',
@@ -59,6 +67,9 @@ def split_path(data_dir, task, split):
 def _open(path, mmap, allow_pickle):
     if not os.path.isfile(path):
         raise DataError('%s: file not found' % path)
+    # np.load takes any file without the .npy header for a pickle: tell garbage from one first.
+    if not _starts_with(path, (b'\x93NUMPY', b'\x80')):
+        raise DataError('%s: not a .npy file (it does not start with the NumPy header)' % path)
     try:
         return np.load(path, mmap_mode='r' if mmap else None, allow_pickle=allow_pickle)
     except ValueError as err:
@@ -68,10 +79,19 @@ def _open(path, mmap, allow_pickle):
         if pickled:
             raise DataError(
                 '%s holds pickled Python objects (the course\'s old format); refusing to unpickle it because '
-                'pickle can run code. If you trust the file, pass allow_pickle=True (CLI: --allow-pickle)' % path)
+                'pickle can run code. If you trust it, convert its folder once with: python prepare_data.py --course '
+                'FOLDER --allow-pickle (in Python: allow_pickle=True)' % path)
         raise DataError('%s: not a readable .npy file (%s)' % (path, err))
     except (OSError, EOFError) as err:
         raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+
+
+def _starts_with(path, prefixes):
+    try:
+        with open(path, 'rb') as f:
+            return f.read(max(map(len, prefixes))).startswith(prefixes)
+    except OSError as err:
+        raise DataError('%s: cannot be read (%s)' % (path, err.strerror))
 
 
 def load_split(path, mmap=False, allow_pickle=False, out=None):
@@ -135,6 +155,30 @@ def count_split(path):
     return len(_open(path, mmap=True, allow_pickle=False))
 
 
+def check_labels(labels, task, source):
+    """Raise DataError naming source, the first bad value and how many there are, unless all labels fit the task."""
+    labels = np.asarray(labels)
+    bad = (labels < 0) | (labels >= NUM_CLASSES[task])
+    if bad.any():
+        raise DataError('%s: %d %s label(s) out of range 0..%d, e.g. %d (first at item %d)'
+                        % (source, int(bad.sum()), TASK_NAMES[task], NUM_CLASSES[task] - 1, labels[bad][0],
+                           int(np.argmax(bad))))
+
+
+def validation_mask(labels, fraction, seed=VALIDATION_SEED):
+    """Boolean mask of the held-out faces: round(fraction * n) of each class, chosen by a fixed seed.
+
+    Depends only on the labels, so the same file always gives the same split.
+    """
+    labels = np.asarray(labels)
+    mask = np.zeros(len(labels), dtype=bool)
+    rng = np.random.RandomState(seed)
+    for value in np.unique(labels):
+        members = np.flatnonzero(labels == value)
+        mask[rng.permutation(members)[:int(round(fraction * len(members)))]] = True
+    return mask
+
+
 def check_images(images, labels, task, source):
     """Raise DataError unless images is (N,48,48) uint8 and labels are N ints in the task's range."""
     images, labels = np.asarray(images), np.asarray(labels)
@@ -143,10 +187,7 @@ def check_images(images, labels, task, source):
                         % (source, IMAGE_SIZE, IMAGE_SIZE, images.dtype, images.shape))
     if labels.shape != (len(images),) or not np.issubdtype(labels.dtype, np.integer):
         raise DataError('%s: labels must be %d integers, got %s %s' % (source, len(images), labels.dtype, labels.shape))
-    bad = (labels < 0) | (labels >= NUM_CLASSES[task])
-    if bad.any():
-        raise DataError('%s: %s label %d out of range 0..%d (first at item %d)'
-                        % (source, TASK_NAMES[task], labels[bad][0], NUM_CLASSES[task] - 1, int(np.argmax(bad))))
+    check_labels(labels, task, source)
 
 
 def save_split(path, images, labels, task, force=False):
@@ -206,6 +247,7 @@ def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=Tr
         if verbose:
             print('Load %s image%s' % (name, '.' * (18 if task == EMOTION else 19)))  # as the handout prints
         data[task] = load_split(path, mmap=mmap, allow_pickle=allow_pickle)
+        check_labels(data[task][1], task, path)  # a label out of range would train silently as another class
         if verbose:
             train = split_path(data_dir, task, 'train')
             n_train = len(data[task][0]) if split == 'train' else (

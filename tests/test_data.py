@@ -329,3 +329,70 @@ def test_dataset_reads_a_pickled_split_only_with_allow_pickle(demo_dir, tmp_path
     ref = data_provider.Dataset('public_test', data_dir=demo_dir, verbose=False)
     np.testing.assert_array_equal(ds.images, ref.images)
     np.testing.assert_array_equal(ds.labels, ref.labels)
+
+
+# ----------------------------------------------------------------------------- validation split and bad files
+
+def test_validation_is_a_stratified_tenth_of_smile_and_gender_train_plus_emotion_public_test(demo_dir):
+    full = collections.Counter(file_keys(demo_dir, 'train'))
+    train = data_provider.Dataset('train', data_dir=demo_dir, validation_fraction=0.1, verbose=False)
+    val = data_provider.Dataset('validation', data_dir=demo_dir, verbose=False)
+    train_keys = collections.Counter(epoch_keys(train))
+    val_keys = [k for k in epoch_keys(val)]
+    held = [k for k in val_keys if k[2] != EMOTION]
+    # smile and gender: train and validation partition the train files; emotion train stays whole
+    assert train_keys + collections.Counter(held) == full
+    assert not set(train_keys) & set(held)
+    for task in (SMILE, GENDER):
+        _, labels = raw_split(demo_dir, task, 'train')
+        got = collections.Counter(k[1] for k in held if k[2] == task)
+        assert got == {c: round(0.1 * n) for c, n in collections.Counter(labels.tolist()).items()}
+    # emotion: exactly the public test split, in file order
+    assert [k for k in val_keys if k[2] == EMOTION] == [k for k in file_keys(demo_dir, 'public_test')
+                                                       if k[2] == EMOTION]
+
+
+def test_the_validation_split_depends_on_the_labels_only(demo_dir):
+    a = data_provider.Dataset('validation', data_dir=demo_dir, seed=1, verbose=False)
+    b = data_provider.Dataset('validation', data_dir=demo_dir, seed=2, verbose=False)
+    assert epoch_keys(a) == epoch_keys(b)
+    labels = np.array([0] * 30 + [1] * 70)
+    mask = data_utils.validation_mask(labels, 0.2)
+    assert (mask[:30].sum(), mask[30:].sum()) == (6, 14)
+    np.testing.assert_array_equal(mask, data_utils.validation_mask(labels, 0.2))
+    assert data_provider.Dataset('train', data_dir=demo_dir, verbose=False).task_sizes == {
+        t: len(raw_split(demo_dir, t, 'train')[1]) for t in TASKS}  # the handout's 'train' stays whole
+
+
+def test_a_resumed_epoch_continues_the_same_order(demo_dir):
+    ds = data_provider.Dataset('train', batch_size=100, data_dir=demo_dir, verbose=False)
+    ds.reseed([7, 3])
+    whole = epoch_keys(ds)
+    ds.reseed([7, 3])
+    tail = [k for batch in ds.gen(start_batch=12) for k in batch_keys(*batch)]
+    assert tail == whole[1200:]
+    ds.reseed([7, 4])
+    assert epoch_keys(ds) != whole  # the next epoch has another order
+
+
+def test_a_file_that_is_not_npy_is_not_called_pickled(tmp_path):
+    path = str(tmp_path / 'train.npy')
+    with open(path, 'wb') as f:
+        f.write(np.random.RandomState(0).bytes(500))
+    with pytest.raises(data_utils.DataError) as err:
+        data_utils.load_split(path)
+    assert str(err.value) == '%s: not a .npy file (it does not start with the NumPy header)' % path
+
+
+@pytest.mark.parametrize('task, bad', [(EMOTION, -1), (EMOTION, 7), (SMILE, 5), (GENDER, 9)])
+def test_out_of_range_labels_are_refused_on_load(demo_dir, tmp_path, task, bad):
+    data_dir = str(tmp_path / 'data')
+    shutil.copytree(demo_dir, data_dir)
+    path = data_utils.split_path(data_dir, task, 'train')
+    records = np.load(path)
+    records['label'][[5, 9, 11]] = bad
+    np.save(path, records)
+    with pytest.raises(data_utils.DataError) as err:
+        data_provider.Dataset('train', data_dir=data_dir, verbose=False)
+    assert str(err.value) == '%s: 3 %s label(s) out of range 0..%d, e.g. %d (first at item 5)' % (
+        path, TASK_NAMES[task], {SMILE: 1, EMOTION: 6, GENDER: 1}[task], bad)
