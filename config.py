@@ -8,10 +8,13 @@ Public names:
   import_tf(onednn)               TensorFlow with its start-up chatter silenced
   session_config()                a ConfigProto that trains on a GPU when there is one
   docstring_parser(doc, examples) an ArgumentParser whose help is a script's module docstring
+  exit_on_interrupt(message)      Ctrl-C exits with 130 and one line instead of a traceback
 """
 import argparse
+import atexit
 import contextlib
 import os
+import signal
 import sys
 
 IMAGE_SIZE = 48
@@ -44,7 +47,11 @@ DEFAULTS = dict(
     aug_pad=10,                 # pad + random crop shift, pixels
     task_weights=(1.0, 1.0, 1.0),  # smile, emotion, gender: copies of each train set per epoch
     seed=1234,
-    max_steps=0,                # stop after this many global steps (0 = no cap)
+    validation_fraction=0.1,    # smile / gender train share held out to pick epochs (emotion: PublicTest); 0 = judge on test
+    ema_decay=0.0,              # > 0: evaluate, keep as best and ship a moving average of the weights (e.g. 0.999)
+    label_smoothing=0.0,        # emotion head: train on (1 - e) * one-hot + e / 7
+    gender_balance=0.0,         # gender loss weights class c by n_c ** -this (1 = class-balanced, 0 = plain)
+    max_steps=0,                # stop after this many global steps (0 = no cap); never saved in config.json
     keep_checkpoints=3,
     init_from=None,             # a fresh run starts from these weights (checkpoint folder/prefix or weights.npz)
 )
@@ -99,3 +106,17 @@ def docstring_parser(doc, examples):
     paragraphs = doc.split('\n\n')
     return argparse.ArgumentParser(description=paragraphs[0], formatter_class=argparse.RawDescriptionHelpFormatter,
                                    epilog='\n\n'.join(paragraphs[1:1 + examples]))
+
+
+def exit_on_interrupt(message='interrupted'):
+    """From now on Ctrl-C exits with 128 + SIGINT and `message` as the last line on stderr, no traceback.
+
+    SystemExit runs finally blocks and context managers on its way out, so unfinished output is
+    removed; a second Ctrl-C is ignored so it cannot cut that clean-up short. Entry points call it
+    first thing, before the slow TensorFlow import.
+    """
+    def handler(signum, frame):
+        signal.signal(signum, signal.SIG_IGN)
+        atexit.register(print, message, file=sys.stderr)  # at exit: import_tf silences stderr while TF loads
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGINT, handler)

@@ -2,7 +2,7 @@
 
   python evaluate.py                                  the newest checkpoint of pretrained/ (if shipped) or checkpoints/
   python evaluate.py --checkpoint checkpoints/demo    data from the data_dir in its config.json (--data-dir overrides)
-  python evaluate.py --tta                            also the flip test-time-augmentation numbers
+  python evaluate.py --tta                            also the test-time-average numbers (--tta-views, default 18)
   python evaluate.py --limit 50                       smoke test: the first 50 faces of each split
   python evaluate.py --out reports/demo               where evaluation.json and the PNGs go
 
@@ -23,47 +23,44 @@ Public functions:
   per_class_accuracy(labels, predictions, num_classes)  (C,) recalls, NaN for a class without samples
   balanced_accuracy(labels, predictions, num_classes)   mean of the per-class accuracies present
   load_test_sets(data_dir, limit=None)   {(task, split): (images, labels)} for EVAL_SPLITS
-  flip_tta(net, images, probabilities, batch_size=256)   the mean of each face's and its mirror's probabilities
-  evaluate(net, data_dir, tta=False, batch_size=256, limit=None) -> the report (what evaluation.json holds)
+  load_validation_sets(data_dir, limit=None)   the same for VALIDATION_SPLITS (Dataset('validation'))
+  tta_label(views)                       '+ flip TTA' or '+ 18-view TTA': how tables and plots name a test-time average
+  evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False)
+                                         -> the report (what evaluation.json holds)
   format_table(report)                   the printed table
   plot_confusion(path, task, panels)     one PNG of [(title, matrix), ...] side by side
   write_outputs(report, out_dir, curves=None)   evaluation.json and the PNGs
   read_curves(log_dir) -> {tag: {step: value}}   the per-epoch summaries Multitask_BKNet.train writes
   read_run_curves(ckpt_dir)              the same for a checkpoint folder, after those of the run it was --init-from
-  plot_curves(curves, path)              train loss, train / public-test accuracy and learning rate per step
+  plot_curves(curves, path)              train loss, train / validation (or public-test) accuracy, learning rate per step
 """
 import argparse
-import atexit
 import glob
 import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 
+import config  # noqa: E402  (light: no TensorFlow)
 
-def _interrupted(signum, frame):
-    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
-    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
-    atexit.register(print, 'interrupted', file=sys.stderr)
-    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
-
-
-if __name__ == '__main__':  # from the first import on (TensorFlow takes seconds), Ctrl-C is one line and exit code 130
-    signal.signal(signal.SIGINT, _interrupted)
+if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
+    config.exit_on_interrupt()
 
 import numpy as np  # noqa: E402
 
-import config  # noqa: E402
 from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES  # noqa: E402
 
 # oneDNN on: at batch 256 it is ~15% faster here (predict.py, at batch 1, turns it off).
 tf = config.import_tf(onednn=True)
 
+import data_provider  # noqa: E402
 import data_utils  # noqa: E402
 import model  # noqa: E402
 
+# Chosen on validation (FER-2013 PublicTest): see the README's ablation table.
+TTA_VIEWS = 18
+VALIDATION_SPLITS = ((SMILE, 'validation'), (EMOTION, 'public_test'), (GENDER, 'validation'))
 EVAL_SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_test'), (GENDER, 'test'))
 REPORT_FILE = 'evaluation.json'
 PLOT_FILE = '%s_confusion.png'
@@ -97,6 +94,13 @@ def balanced_accuracy(labels, predictions, num_classes):
 
 # ----------------------------------------------------------------------------- evaluation
 
+def load_validation_sets(data_dir, limit=None, fraction=data_provider.VALIDATION_FRACTION):
+    """The data that picks epochs and recipes (Dataset('validation')), as load_test_sets returns them."""
+    dataset = data_provider.Dataset('validation', data_dir=data_dir, validation_fraction=fraction, verbose=False)
+    return {(task, split): (dataset.images[dataset.indexes == task][:limit], dataset.labels[dataset.indexes == task][:limit])
+            for task, split in VALIDATION_SPLITS}
+
+
 def load_test_sets(data_dir, limit=None):
     """The test splits of the handout's two test data types, each cut to its first `limit` faces."""
     sets = {}
@@ -110,10 +114,8 @@ def load_test_sets(data_dir, limit=None):
     return sets
 
 
-def flip_tta(net, images, probabilities, batch_size=256):
-    """Test-time augmentation: {task: mean of each face's probabilities and its mirror image's}."""
-    flipped = net.predict(images[:, :, ::-1], batch_size)
-    return {t: (probabilities[t] + flipped[t]) / 2.0 for t in probabilities}
+def tta_label(views):
+    return '+ flip TTA' if views == 2 else '+ %d-view TTA' % views
 
 
 def _metrics(task, labels, probabilities):
@@ -131,27 +133,31 @@ def _number(value):
     return None if np.isnan(value) else float(value)
 
 
-def evaluate(net, data_dir, tta=False, batch_size=256, limit=None):
-    """Evaluate net on EVAL_SPLITS; returns the report written to evaluation.json."""
-    sets = load_test_sets(data_dir, limit)
+def evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False):
+    """Evaluate net on EVAL_SPLITS (or VALIDATION_SPLITS); returns the report written to evaluation.json.
+
+    tta: also score the mean probabilities of tta_views test-time views (model.tta_views).
+    """
+    sets = load_validation_sets(data_dir, limit) if validation else load_test_sets(data_dir, limit)
     results = []
     start = time.time()
-    for task, split in EVAL_SPLITS:
+    for task, split in VALIDATION_SPLITS if validation else EVAL_SPLITS:
         images, labels = sets[(task, split)]
         result = dict(task=TASK_NAMES[task], split=split, images=len(labels), class_names=list(CLASS_NAMES[task]))
         probs = net.predict(images, batch_size)
         result['plain'] = _metrics(task, labels, probs[task])
         if tta:
-            result['tta'] = _metrics(task, labels, flip_tta(net, images, probs, batch_size)[task])
+            result['tta'] = _metrics(task, labels, net.predict(images, batch_size, views=tta_views)[task])
         results.append(result)
     seconds = time.time() - start
-    return dict(data_dir=data_dir, limit=limit, tta=tta, seconds=round(seconds, 2), results=results)
+    return dict(data_dir=data_dir, limit=limit, validation=validation, tta=tta, tta_views=tta_views if tta else None,
+                seconds=round(seconds, 2), results=results)
 
 
 # ----------------------------------------------------------------------------- output
 
 def format_table(report):
-    mode_rows = (('plain', ''), ('tta', '  + flip TTA')) if report['tta'] else (('plain', ''),)
+    mode_rows = (('plain', ''), ('tta', '  ' + tta_label(report['tta_views']))) if report['tta'] else (('plain', ''),)
     lines = ['%-22s %7s %9s %9s  %s' % ('data set', 'images', 'accuracy', 'balanced', 'per-class accuracy')]
     for r in report['results']:
         for mode, label in mode_rows:
@@ -227,10 +233,14 @@ def plot_curves(curves, path):
     axes = [fig.add_subplot(1, 3, i + 1) for i in range(3)]
     for colour, task in enumerate((SMILE, EMOTION, GENDER)):
         name = TASK_NAMES[task]
+        # Runs log 'validation/' (older ones judged epochs on 'public_test/'); a resumed chain may hold both.
         for tag, ax, label, style in (('train/%s_loss' % name, axes[0], name, '-'),
                                       ('train/%s_accuracy' % name, axes[1], name + ' train', '--'),
-                                      ('public_test/%s_accuracy' % name, axes[1], name + ' public test', '-')):
-            steps = sorted(curves.get(tag, {}))
+                                      ('public_test/%s_accuracy' % name, axes[1], name + ' public test', '-.'),
+                                      ('validation/%s_accuracy' % name, axes[1], name + ' validation', '-')):
+            if tag not in curves:
+                continue
+            steps = sorted(curves[tag])
             ax.plot(steps, [curves[tag][s] for s in steps], style, color='C%d' % colour, marker='o', label=label)
     steps = sorted(curves.get('learning_rate', {}))
     axes[2].plot(steps, [curves['learning_rate'][s] for s in steps], marker='o')
@@ -255,8 +265,9 @@ def write_outputs(report, out_dir, curves=None):
         mode = 'tta' if report['tta'] else 'plain'
         for task in (SMILE, EMOTION, GENDER):
             name = TASK_NAMES[task]
-            panels = [('%s %s%s\n%d images' % (name, r['split'], ', flip TTA' if report['tta'] else '', r['images']),
-                       r[mode]['confusion_matrix']) for r in report['results'] if r['task'] == name]
+            tta = ', ' + tta_label(report['tta_views'])[2:] if report['tta'] else ''
+            panels = [('%s %s%s\n%d images' % (name, r['split'], tta, r['images']), r[mode]['confusion_matrix'])
+                      for r in report['results'] if r['task'] == name]
             names.append(PLOT_FILE % name)
             plot_confusion(os.path.join(tmp, names[-1]), task, panels)
         if curves:
@@ -292,9 +303,15 @@ def parse_args(argv=None):
     p.add_argument('--data-dir', help="data folder (default: the data_dir of the checkpoint's config.json)")
     p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder; none for the "
                    "shipped model in pretrained/, which is never written to: only the table is printed)" % REPORT_FILE)
-    p.add_argument('--tta', action='store_true', help='also report flip test-time augmentation')
+    p.add_argument('--tta', action='store_true', help='also report a test-time average (see --tta-views)')
+    p.add_argument('--tta-views', type=int, choices=(2, 18), default=TTA_VIEWS,
+                   help='views averaged by --tta: 2 = the face and its mirror, 18 = both shifted by -%d, 0, +%d px '
+                        'in x and y (default: %d)' % (model.TTA_SHIFT, model.TTA_SHIFT, TTA_VIEWS))
     p.add_argument('--batch-size', type=_positive_int, default=256)
     p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split')
+    p.add_argument('--validation', action='store_true',
+                   help='evaluate the validation data that picks epochs and recipes (the held-out tenth of smile and '
+                        'gender train, FER-2013 PublicTest) instead of the test splits')
     return p.parse_args(argv)
 
 
@@ -304,15 +321,16 @@ def main(argv=None):
     try:
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             net, path = model.load_model(session, checkpoint)
-            report = evaluate(net, args.data_dir or net.config['data_dir'], args.tta, args.batch_size, args.limit)
+            report = evaluate(net, args.data_dir or net.config['data_dir'], args.tta, args.batch_size, args.limit,
+                              args.tta_views, args.validation)
     except (data_utils.DataError, model.CheckpointError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2
     report['checkpoint'] = path
     images = sum(r['images'] for r in report['results'])
-    passes = images * (2 if args.tta else 1)  # the mirror images are a second forward pass
-    print('checkpoint %s, data %s: %d images%s in %.1f s (%.0f faces/s)'
-          % (path, report['data_dir'], images, ' (and their mirror images)' if args.tta else '',
+    passes = images * (1 + args.tta_views if args.tta else 1)  # each test-time view is one more forward pass
+    print('checkpoint %s, data %s: %d images%s in %.1f s (%.0f forward passes/s)'
+          % (path, report['data_dir'], images, ' (and %d test-time views of each)' % args.tta_views if args.tta else '',
              report['seconds'], passes / max(report['seconds'], 1e-9)))
     print(format_table(report))
     out_dir = args.out or os.path.dirname(path) or '.'

@@ -8,7 +8,9 @@ The SavedModel holds the very graph model.py builds (inference mode: batch norm 
 averages, no dropout) with a uint8 face input normalised inside it, so no model code is copied.
 Its one signature, serving_default, takes faces: uint8 [N, 48, 48] (grayscale crops as
 prepare_data.preprocess_face makes them) and returns smile [N, 2], emotion [N, 7] and gender [N, 2]
-probabilities, classes in config.CLASS_NAMES order (also in assets.extra/class_names.json):
+probabilities, classes in config.CLASS_NAMES order (also in assets.extra/class_names.json). With
+--tta-views 2 or 18 they are the mean over that many test-time views of each face (its mirror image,
+and shifts of -2, 0, +2 px: model.tta_views), computed inside the graph at that many times the cost:
 
   import tensorflow as tf
   serve = tf.saved_model.load('exported/bknet').signatures['serving_default']
@@ -25,31 +27,24 @@ folders of an export killed half-way are removed by the next export beside them.
 Public names:
   ServingNet        Multitask_BKNet with the extra uint8 `faces` placeholder feeding its input
   ExportError       the export folder cannot be written, or exists without --force (one-line message)
-  export(checkpoint, out, force=False) -> the checkpoint file exported
+  export(checkpoint, out, force=False, views=1) -> the checkpoint file exported
   export_weights(checkpoint, out, force=False) -> the checkpoint file exported
 """
-import atexit
 import contextlib
 import glob
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
+import config  # noqa: E402  (light: no TensorFlow)
 
-def _interrupted(signum, frame):
-    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
-    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
-    atexit.register(print, 'interrupted', file=sys.stderr)
-    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
+if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
+    config.exit_on_interrupt()
 
+import numpy as np  # noqa: E402
 
-if __name__ == '__main__':  # from the first import on (TensorFlow takes seconds), Ctrl-C is one line and exit code 130
-    signal.signal(signal.SIGINT, _interrupted)
-
-import config  # noqa: E402
 from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES, TASKS  # noqa: E402
 
 tf = config.import_tf()
@@ -66,24 +61,41 @@ class ExportError(Exception):
 
 
 class ServingNet(model.Multitask_BKNet):
+    """The network fed by a uint8 `faces` placeholder; with views > 1 its `averaged` outputs are the mean
+    over model.tta_views(views) of each face, all views in one batch."""
+
+    def __init__(self, session, config=None, views=1, **kwargs):
+        self.views = model.tta_views(views)
+        super().__init__(session, config, **kwargs)
+        n = tf.shape(self.faces)[0]
+        self.averaged = {t: tf.reduce_mean(tf.reshape(p, [len(self.views), n, p.shape[-1]]), axis=0)
+                         for t, p in self.probabilities.items()}
 
     def _define_input(self):
         super()._define_input()
         self.faces = tf.placeholder(tf.uint8, [None, IMAGE_SIZE, IMAGE_SIZE], name=INPUT)
         # data_utils.normalize in graph ops; the float placeholder stays in the graph, unused
-        self.input_images = (tf.cast(self.faces[..., None], tf.float32) - 128.0) / 255.0
+        faces = (tf.cast(self.faces, tf.float32) - 128.0) / 255.0
+        views = []
+        for mirrored, dy, dx in self.views:  # model.shift_faces as gathers: the border pixels repeated
+            view = faces[:, :, ::-1] if mirrored else faces
+            rows = np.clip(np.arange(IMAGE_SIZE) - dy, 0, IMAGE_SIZE - 1)
+            cols = np.clip(np.arange(IMAGE_SIZE) - dx, 0, IMAGE_SIZE - 1)
+            views.append(tf.gather(tf.gather(view, rows, axis=1), cols, axis=2))
+        self.input_images = tf.concat(views, axis=0)[..., None]
 
 
-def export(checkpoint, out, force=False):
-    """Write the SavedModel of checkpoint to the folder out; returns the checkpoint file read."""
+def export(checkpoint, out, force=False, views=1):
+    """Write the SavedModel of checkpoint to the folder out; returns the checkpoint file read.
+    views > 1: its outputs average that many test-time views of each face (model.tta_views)."""
     if os.path.exists(out) and not force:
         raise ExportError('%s already exists; pass --force to replace it' % out)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        net, path = model.load_model(session, checkpoint, net_class=ServingNet)
+        net, path = model.load_model(session, checkpoint, net_class=ServingNet, views=views)
         # The step counters are not restored for inference, but every variable is saved.
         session.run(tf.variables_initializer([v for v in tf.global_variables() if v not in net.model_variables]))
         signature = tf.saved_model.predict_signature_def(
-            inputs={INPUT: net.faces}, outputs={TASK_NAMES[t]: net.probabilities[t] for t in TASKS})
+            inputs={INPUT: net.faces}, outputs={TASK_NAMES[t]: net.averaged[t] for t in TASKS})
         with _build_folder(out) as tmp:
             built = os.path.join(tmp, 'saved_model')
             builder = tf.saved_model.Builder(built)
@@ -156,6 +168,8 @@ def main(argv=None):
                    help='the SavedModel folder to write (with --weights: the folder to write the files into)')
     p.add_argument('--force', action='store_true', help='replace --out if it exists (with --weights: its %s)' % files)
     p.add_argument('--weights', action='store_true', help='write the float16 %s instead' % files)
+    p.add_argument('--tta-views', type=int, choices=(1, 2, 18), default=1,
+                   help='the SavedModel averages this many test-time views of each face (default: 1)')
     args = p.parse_args(argv)
     leftovers = _remove_leftovers(args.out)
     if leftovers:
@@ -165,7 +179,7 @@ def main(argv=None):
             path = export_weights(args.checkpoint, args.out, args.force)
             print('wrote the weights of %s to %s' % (path, os.path.join(args.out, model.WEIGHTS_FILE)))
             return 0
-        path = export(args.checkpoint, args.out, args.force)
+        path = export(args.checkpoint, args.out, args.force, args.tta_views)
     except (model.CheckpointError, ExportError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2

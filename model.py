@@ -9,9 +9,14 @@ Public names:
     .restore(path)     load inference weights: checkpoint prefix, folder, or weights .npz
     .save_weights(path)  the inference weights alone, float16 .npz (what the repo ships)
     .evaluate(dataset) -> {task: {'correct', 'count', 'loss'}}
-    .predict(images)   -> {task: probabilities}, images uint8 (N,48,48) or normalised (N,48,48,1)
+    .predict(images, views=1) -> {task: probabilities}, images uint8 (N,48,48) or normalised (N,48,48,1),
+                       averaged over 1, 2 or 18 test-time views
+    .evaluate_inference_weights(dataset)   evaluate() with the moving average of the weights, if kept
   resolve_config(config=None, **overrides) -> dict of config.DEFAULTS with the overrides applied
   learning_rate(cfg, step, steps_per_epoch) -> the schedule's rate at a global step
+  tta_views(views), shift_faces(images, dy, dx)   the test-time views: (mirrored, dy, dx) and the shift
+  find_checkpoints(folder)   checkpoint prefixes newest first, from the files (not the state file)
+  saved_config(cfg)    what config.json keeps (not max_steps)
   find_weights(path), load_config(path)   what a checkpoint folder / prefix / .npz holds
   default_checkpoint()   pretrained/ when the repo ships a model, else config.DEFAULTS['checkpoint_dir']
   add_checkpoint_argument(parser)   the --checkpoint flag of the inference scripts, defaulting to that
@@ -23,6 +28,7 @@ Public names:
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import sys
@@ -32,18 +38,24 @@ import numpy as np
 
 import config
 import data_utils
-from config import IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS
+from config import EMOTION, GENDER, IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS
 
 tf = config.import_tf(onednn=True)  # ~2x training throughput on this CPU; predict.py opts out first
 import layers  # noqa: E402  (after the TF import above, which decides oneDNN)
 
 TRUNK = ((32, 2), (64, 2), (128, 2), (256, 3))  # (filters, convolutions) per block
 HEAD_UNITS = 256
+TTA_SHIFT = 2  # pixels a multi-view test-time average shifts the face by (tta_views)
 CONFIG_FILE = 'config.json'
+CHECKPOINT_NAME = 'model.ckpt'
+INVOCATION_KEYS = ('max_steps',)  # belong to one command, not to the run: never saved in config.json
 WEIGHTS_FILE = 'weights.npz'
 BEST_DIR = 'best'
 # The shipped model (weights.npz + config.json), found beside this file whatever the working folder.
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
+
+
+_EMA_NAMING = tf.train.ExponentialMovingAverage(0.5)  # only for average_name(): the shadows' checkpoint names
 
 
 class TrainingDiverged(RuntimeError):
@@ -61,8 +73,50 @@ def resolve_config(cfg=None, **overrides):
         if unknown:
             raise ValueError('unknown config key(s): %s' % ', '.join(sorted(unknown)))
         resolved.update(source)
+    _check_config(resolved)
     resolved['task_weights'] = [float(w) for w in resolved['task_weights']]
     return resolved
+
+
+_CHOICES = dict(optimizer=('momentum', 'adam'), lr_schedule=('step', 'cosine'))
+# key: (smallest, largest, smallest excluded?); None: no bound on that side
+_RANGES = dict(epochs=(1, None, False), batch_size=(1, None, False), keep_checkpoints=(1, None, False),
+               max_steps=(0, None, False), aug_pad=(0, IMAGE_SIZE // 2, False), learning_rate=(0, None, False),
+               lr_decay_rate=(0, None, True), lr_decay_epochs=(0, None, True), weight_decay=(0, None, False),
+               keep_prob=(0, 1, True), validation_fraction=(0, 0.5, False), ema_decay=(0, 1, False),
+               label_smoothing=(0, 1, False), gender_balance=(0, None, False))
+
+
+def _check_config(cfg):
+    """Raise ValueError (one line) unless every value has its default's type and a sensible range."""
+    def number(value, integer):
+        if isinstance(value, bool) or not isinstance(value, (int, float) if not integer else int):
+            return False
+        return math.isfinite(value)
+
+    for key, default in config.DEFAULTS.items():
+        value = cfg[key]
+        if key in _CHOICES:
+            ok, want = value in _CHOICES[key], 'one of %s' % ', '.join(_CHOICES[key])
+        elif key == 'task_weights':
+            ok = (isinstance(value, (list, tuple)) and len(value) == len(TASKS) and
+                  all(number(w, False) and w >= 0 for w in value) and any(value))
+            want = '%d non-negative numbers, not all 0' % len(TASKS)
+        elif key in ('data_dir', 'checkpoint_dir'):
+            ok, want = isinstance(value, str) and value != '', 'a path'
+        elif key == 'init_from':
+            ok, want = value is None or (isinstance(value, str) and value != ''), 'a path or null'
+        elif isinstance(default, bool):
+            ok, want = isinstance(value, bool), 'true or false'
+        else:
+            integer = isinstance(default, int)
+            ok, want = number(value, integer), 'an integer' if integer else 'a number'
+            if ok and key in _RANGES:
+                low, high, open_low = _RANGES[key]
+                ok = (value > low if open_low else value >= low) and (high is None or value <= high)
+                want += ' %s %s%s' % ('>' if open_low else '>=', low, '' if high is None else ' and <= %s' % high)
+        if not ok:
+            raise ValueError('%s must be %s, got %r' % (key, want, value))
 
 
 def learning_rate(cfg, step, steps_per_epoch):
@@ -72,6 +126,28 @@ def learning_rate(cfg, step, steps_per_epoch):
     if cfg['lr_schedule'] == 'step':
         return cfg['learning_rate'] * cfg['lr_decay_rate'] ** (step // max(1, cfg['lr_decay_epochs'] * steps_per_epoch))
     raise ValueError('lr_schedule must be step or cosine, got %r' % cfg['lr_schedule'])
+
+
+def tta_views(views):
+    """The test-time views as (mirrored, dy, dx): 1 is the face alone, 2 adds its mirror image, 18
+    shifts both by -TTA_SHIFT, 0 and +TTA_SHIFT pixels in y and x (what random crops train for)."""
+    if views == 1:
+        return [(False, 0, 0)]
+    if views == 2:
+        return [(False, 0, 0), (True, 0, 0)]
+    if views == 18:
+        shifts = (-TTA_SHIFT, 0, TTA_SHIFT)
+        return [(flip, dy, dx) for flip in (False, True) for dy in shifts for dx in shifts]
+    raise ValueError('views must be 1, 2 or 18, got %r' % (views,))
+
+
+def shift_faces(images, dy, dx):
+    """Faces (N, H, W) moved dy pixels down and dx right, the border rows and columns repeated."""
+    if not dy and not dx:
+        return images
+    rows = np.clip(np.arange(images.shape[1]) - dy, 0, images.shape[1] - 1)
+    cols = np.clip(np.arange(images.shape[2]) - dx, 0, images.shape[2] - 1)
+    return images[:, rows][:, :, cols]
 
 
 def _shape_str(tensor):
@@ -95,6 +171,7 @@ class Multitask_BKNet(object):
             self._set_progress = tf.assign(self.progress, self._progress_value)
             # Weights and batch-norm statistics, without optimizer slots: what inference needs.
             self.model_variables = [v for v in tf.global_variables() if v.name.startswith(('trunk/', 'head_'))]
+            self.ema = None  # the weights' moving average, kept while training when config ema_decay > 0
             if training:
                 self._define_train_op()
             self.saver = tf.train.Saver(max_to_keep=self.config['keep_checkpoints'], save_relative_paths=True)
@@ -127,14 +204,25 @@ class Multitask_BKNet(object):
             self.probabilities[task] = tf.nn.softmax(self.logits[task], name=TASK_NAMES[task] + '_probabilities')
 
     def _define_loss(self):
-        """Each head's cross-entropy counts only its own task's samples, averaged over their count."""
-        self.task_loss, self.task_correct, self.task_count = {}, {}, {}
+        """Each head's cross-entropy counts only its own task's samples, averaged over their count.
+
+        Each sample is weighted by its class's entry in self.class_weights (all 1 unless fed:
+        train() feeds gender_balance's weights), and the emotion targets are smoothed by config label_smoothing.
+        """
+        self.task_loss, self.task_correct, self.task_count, self.class_weights = {}, {}, {}, {}
         for task in TASKS:
             mask = tf.cast(tf.equal(self.input_indexes, float(task)), tf.float32)
             count = tf.reduce_sum(mask)
             labels = self.input_labels[:, :NUM_CLASSES[task]]
-            xent = tf.nn.softmax_cross_entropy_with_logits_v2(labels=labels, logits=self.logits[task])
-            self.task_loss[task] = tf.reduce_sum(xent * mask) / tf.maximum(count, 1.0)
+            targets = labels
+            if task == EMOTION and self.config['label_smoothing']:
+                eps = self.config['label_smoothing']
+                targets = labels * (1.0 - eps) + eps / NUM_CLASSES[task]
+            self.class_weights[task] = tf.placeholder_with_default(np.ones(NUM_CLASSES[task], np.float32),
+                                                                   [NUM_CLASSES[task]], 'class_weights_' + TASK_NAMES[task])
+            mask_weights = mask * tf.reduce_sum(labels * self.class_weights[task], axis=1)
+            xent = tf.nn.softmax_cross_entropy_with_logits_v2(labels=targets, logits=self.logits[task])
+            self.task_loss[task] = tf.reduce_sum(xent * mask_weights) / tf.maximum(tf.reduce_sum(mask_weights), 1e-6)
             hits = tf.cast(tf.equal(tf.argmax(self.logits[task], 1), tf.argmax(labels, 1)), tf.float32)
             self.task_correct[task] = tf.reduce_sum(hits * mask)
             self.task_count[task] = count
@@ -152,29 +240,48 @@ class Multitask_BKNet(object):
             raise ValueError('optimizer must be momentum or adam, got %r' % self.config['optimizer'])
         with tf.control_dependencies(tf.get_collection(tf.GraphKeys.UPDATE_OPS)):
             self.train_op = optimizer.minimize(self.total_loss, global_step=self.global_step)
+        if self.config['ema_decay']:
+            # As CIFAR-10's cifar10.py: shadow copies updated after each step. The batch-norm
+            # statistics are averaged too, so they match the averaged weights they normalise.
+            self.ema = tf.train.ExponentialMovingAverage(self.config['ema_decay'], num_updates=self.global_step)
+            with tf.control_dependencies([self.train_op]):
+                self.train_op = self.ema.apply(self.model_variables)
+            self._ema_reset = tf.group(*[tf.assign(self.ema.average(v), v) for v in self.model_variables])
+            # Swapping weights and shadows in place lets the same graph evaluate the average.
+            weights = [v.read_value() for v in self.model_variables]
+            shadows = [self.ema.average(v).read_value() for v in self.model_variables]
+            with tf.control_dependencies(weights + shadows):
+                self._ema_swap = tf.group(*[op for v, w, a in zip(self.model_variables, weights, shadows)
+                                            for op in (tf.assign(v, a), tf.assign(self.ema.average(v), w))])
 
     # ------------------------------------------------------------------ checkpoints
 
     def restore(self, path):
-        """Load the model's weights (no optimizer state) and return the file read.
+        """Load the model's inference weights (no optimizer state) and return the file read.
 
         path: a checkpoint prefix, a folder (its newest checkpoint, or its WEIGHTS_FILE), or a
-        weights .npz written by save_weights. Raises CheckpointError with a one-line message.
+        weights .npz written by save_weights. A checkpoint that holds a moving average of the
+        weights (config ema_decay) gives the average. Raises CheckpointError with a one-line message.
         """
         path = find_weights(path)
         if path.endswith('.npz'):
             self._load_npz(path)
             return path
         try:
+            stored = set(tf.train.load_checkpoint(path).get_variable_to_shape_map())
+            names = {}
+            for var in self.model_variables:
+                average = _EMA_NAMING.average_name(var)
+                names[average if average in stored else var.op.name] = var
             with self.sess.graph.as_default():
-                tf.train.Saver(self.model_variables).restore(self.sess, path)
-        except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError, ValueError) as err:
-            raise CheckpointError('%s does not match this model (%s)' % (path, str(err).strip().splitlines()[0]))
+                tf.train.Saver(names).restore(self.sess, path)
+        except (tf.errors.OpError, ValueError) as err:
+            raise CheckpointError('%s: cannot restore this model from it (%s)' % (path, _first_line(err)))
         return path
 
     def save_weights(self, path, dtype=np.float16):
         """Write the inference weights alone to an .npz (float16 by default: half the size)."""
-        values = self.sess.run(self.model_variables)
+        values = self.sess.run([self.ema.average(v) if self.ema else v for v in self.model_variables])
         arrays = {v.op.name: val.astype(dtype) for v, val in zip(self.model_variables, values)}
         tmp = path + '.tmp.npz'
         np.savez_compressed(tmp, **arrays)
@@ -191,31 +298,53 @@ class Multitask_BKNet(object):
                     if value.shape != tuple(var.shape.as_list()):
                         raise CheckpointError('%s does not match this model (%s has shape %s, expected %s)'
                                               % (path, name, value.shape, tuple(var.shape.as_list())))
+                    # Integer or non-finite weights load fine and then predict at chance, silently.
+                    if not np.issubdtype(value.dtype, np.floating):
+                        raise CheckpointError('%s: %s holds %s values, expected floats' % (path, name, value.dtype))
+                    if not np.isfinite(value).all():
+                        raise CheckpointError('%s: %s holds %d NaN or infinite value(s)'
+                                              % (path, name, int((~np.isfinite(value)).sum())))
                     var.load(value.astype(np.float32), self.sess)
-        except (OSError, ValueError) as err:
-            raise CheckpointError('%s: not a readable weights file (%s)' % (path, err))
+        except CheckpointError:
+            raise
+        except Exception as err:  # zipfile, zlib and format errors of a truncated or damaged file
+            raise CheckpointError('%s: not a readable weights file (%s: %s)' % (path, type(err).__name__, _first_line(err)))
 
     def _restore_or_initialize(self, ckpt_dir):
-        with self.sess.graph.as_default():
-            newest = tf.train.latest_checkpoint(ckpt_dir)
-            if newest:
-                print('Reading model parameters from %s' % newest)
-                try:
-                    self.saver.restore(self.sess, newest)
-                except (tf.errors.NotFoundError, tf.errors.InvalidArgumentError) as err:
-                    raise CheckpointError('%s does not match this model (%s); use another --checkpoint-dir or --fresh'
-                                          % (newest, str(err).strip().splitlines()[0]))
-                # Keep rotating the earlier run's checkpoints too, or every resume leaves its last few behind.
-                self.saver.recover_last_checkpoints(tf.train.get_checkpoint_state(ckpt_dir).all_model_checkpoint_paths)
-            else:
-                self.sess.run(tf.global_variables_initializer())
-                if self.config['init_from']:
-                    # Weights only: the optimizer, step and schedule start afresh (fine-tuning, a second cycle).
-                    print('Initialized model weights from %s' % self.restore(self.config['init_from']))
-                else:
-                    print('Created model with fresh parameters.')
+        """Resume the newest checkpoint in ckpt_dir that restores, found from the files themselves.
 
-    def _save(self, ckpt_dir, epochs_done, steps_in_epoch, saver=None, name='model.ckpt'):
+        A damaged newer checkpoint is skipped (said in one line) and left out of the rotation; a
+        folder whose checkpoint files all fail to restore is an error, never a fresh start.
+        """
+        candidates = find_checkpoints(ckpt_dir)
+        for i, prefix in enumerate(candidates):
+            try:
+                with self.sess.graph.as_default():
+                    self.saver.restore(self.sess, prefix)
+            except (tf.errors.OpError, ValueError) as err:
+                print('Skipping %s: it does not restore (%s)' % (prefix, _first_line(err)))
+                continue
+            print('Reading model parameters from %s' % prefix)
+            # Rotate the earlier run's intact checkpoints too (oldest first), and point the state file
+            # at the one restored, so evaluate.py finds it even if the file was lost or damaged.
+            kept = candidates[i:][::-1]
+            self.saver.recover_last_checkpoints(kept)
+            tf.train.update_checkpoint_state(ckpt_dir, os.path.basename(prefix), [os.path.basename(p) for p in kept])
+            return
+        if candidates or _checkpoint_files(ckpt_dir):
+            raise CheckpointError('%s holds checkpoint files but none restores (newest: %s); use --fresh to start '
+                                  'over or another --checkpoint-dir' % (ckpt_dir, (candidates or ['no .index'])[0]))
+        with self.sess.graph.as_default():  # a notebook's session need not hold the default graph
+            self.sess.run(tf.global_variables_initializer())
+        if self.config['init_from']:
+            # Weights only: the optimizer, step and schedule start afresh (fine-tuning, a second cycle).
+            print('Initialized model weights from %s' % self.restore(self.config['init_from']))
+            if self.ema is not None:
+                self.sess.run(self._ema_reset)
+        else:
+            print('Created model with fresh parameters.')
+
+    def _save(self, ckpt_dir, epochs_done, steps_in_epoch, saver=None, name=CHECKPOINT_NAME):
         self.sess.run(self._set_progress, {self._progress_value: [epochs_done, steps_in_epoch]})
         # In the session's graph: with eager execution on (TF2, a notebook), Saver.save reads the
         # global step eagerly unless the graph is the default one, and that fails for a graph tensor.
@@ -241,48 +370,59 @@ class Multitask_BKNet(object):
             t['loss'] /= max(t['count'], 1.0)
         return totals
 
-    def predict(self, images, batch_size=256):
-        """Softmax probabilities of all three heads for a batch of faces."""
+    def predict(self, images, batch_size=256, views=1):
+        """Softmax probabilities of all three heads for a batch of faces, averaged over `views`
+        test-time views (see tta_views: 1, 2 or 18; each view costs one more pass)."""
         images = np.asarray(images)
         if images.dtype == np.uint8:
             images = data_utils.normalize(images)
-        images = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE, 1)
-        out = {t: [] for t in TASKS}
-        for start in range(0, len(images), batch_size):
-            probs = self.sess.run(self.probabilities, {self.input_images: images[start:start + batch_size]})
-            for task in TASKS:
-                out[task].append(probs[task])
-        return {t: np.concatenate(p) if p else np.zeros((0, NUM_CLASSES[t]), np.float32) for t, p in out.items()}
+        images = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+        total = {t: np.zeros((len(images), NUM_CLASSES[t]), np.float64) for t in TASKS}
+        for flip, dy, dx in tta_views(views):
+            view = shift_faces(images[:, :, ::-1] if flip else images, dy, dx)[..., None]
+            for start in range(0, len(view), batch_size):
+                probs = self.sess.run(self.probabilities, {self.input_images: view[start:start + batch_size]})
+                for task in TASKS:
+                    total[task][start:start + batch_size] += probs[task]
+        return {t: (p / len(tta_views(views))).astype(np.float32) for t, p in total.items()}
 
     # ------------------------------------------------------------------ training
 
     def train(self, fresh=False):
-        """Train for config['epochs'] epochs (resuming the newest checkpoint unless fresh).
+        """Train for config['epochs'] epochs (resuming the newest checkpoint that restores unless fresh).
 
-        Prints per-task train loss and accuracy each epoch, evaluates on the public test split,
-        keeps the last few checkpoints plus the best by mean public-test accuracy, and saves
-        a checkpoint before leaving on Ctrl-C / SIGTERM. Returns the last evaluation.
+        Prints per-task train loss and accuracy each epoch, evaluates on the validation data,
+        keeps the last few checkpoints plus the best by mean validation accuracy, and saves a
+        checkpoint before leaving on Ctrl-C / SIGTERM (then self.stopped_by names the signal).
+        Returns the last evaluation.
         """
         import data_provider  # here, so building the graph does not need the data
         from tqdm.auto import tqdm
 
         cfg = self.config
         ckpt_dir = cfg['checkpoint_dir']
-        os.makedirs(ckpt_dir, exist_ok=True)
-        if fresh:
-            _remove_checkpoints(ckpt_dir)
         train_set = data_provider.Dataset('train', cfg['batch_size'], cfg['data_dir'], augment=cfg['augment'],
                                           aug_pad=cfg['aug_pad'], task_weights=cfg['task_weights'],
-                                          seed=cfg['seed'], verbose=self.verbose)
-        test_set = data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False)
+                                          validation_fraction=cfg['validation_fraction'], verbose=self.verbose)
+        if cfg['validation_fraction']:
+            val_name, val_set = 'validation', data_provider.Dataset(
+                'validation', 256, cfg['data_dir'], validation_fraction=cfg['validation_fraction'], verbose=False)
+        else:  # the handout's way: judge epochs on the public test split
+            val_name, val_set = 'public_test', data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False)
         steps_per_epoch = train_set.steps_per_epoch()
+        os.makedirs(ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
+        if fresh:
+            _remove_checkpoints(ckpt_dir)
+        _remove_leftovers(ckpt_dir)
         print('Training on %s' % _device_name())
         stop = _StopFlag()  # from here on, Ctrl-C / SIGTERM leave through a saved checkpoint
+        self.stopped_by = None
         writer = None
         result = None
         try:
             self._restore_or_initialize(ckpt_dir)
-            write_json(os.path.join(ckpt_dir, CONFIG_FILE), cfg)
+            class_weights = self._class_weights_feed(train_set)
+            write_json(os.path.join(ckpt_dir, CONFIG_FILE), saved_config(cfg))
             step, (epoch, steps_done) = self.sess.run([self.global_step, self.progress])
             step, epoch, steps_done = int(step), int(epoch), int(steps_done)
             best_path = os.path.join(ckpt_dir, BEST_DIR, 'best.json')
@@ -294,23 +434,25 @@ class Multitask_BKNet(object):
                 if self.verbose:
                     print('Epoch: ', epoch)
                 sums = {t: np.zeros(3) for t in TASKS}  # loss * count, correct, count
-                batches = train_set.gen()
-                todo = steps_per_epoch - steps_done
-                bar = tqdm(total=todo, desc='epoch %d' % epoch, leave=False, disable=not self.verbose,
-                           mininterval=1.0 if _interactive() else 60.0)
+                # Each epoch's order comes from (seed, epoch): a resumed run continues it, never replays epoch 0's.
+                train_set.reseed([cfg['seed'], epoch])
+                batches = train_set.gen(start_batch=steps_done)
+                bar = tqdm(total=steps_per_epoch - steps_done, desc='epoch %d' % epoch, leave=False,
+                           disable=not self.verbose, mininterval=1.0 if _interactive() else 60.0)
                 fetches = [self.train_op, self.total_loss, self.task_loss, self.task_correct, self.task_count]
                 for images, labels, indexes in batches:
-                    if steps_done >= steps_per_epoch or stop.signal or _capped(cfg, step):
+                    if stop.signal or _capped(cfg, step):
                         break
                     lr = learning_rate(cfg, step, steps_per_epoch)
-                    _, total, losses, correct, count = self.sess.run(fetches, {
-                        self.input_images: images, self.input_labels: labels, self.input_indexes: indexes,
-                        self.phase_train: True, self.keep_prob: cfg['keep_prob'], self.learning_rate: lr})
+                    feed = {self.input_images: images, self.input_labels: labels, self.input_indexes: indexes,
+                            self.phase_train: True, self.keep_prob: cfg['keep_prob'], self.learning_rate: lr}
+                    feed.update(class_weights)
+                    _, total, losses, correct, count = self.sess.run(fetches, feed)
                     if not np.isfinite(total):
-                        newest = tf.train.latest_checkpoint(ckpt_dir)
                         raise TrainingDiverged(
                             'loss became %s at step %d (epoch %d); stopped without saving. The last good '
-                            'checkpoint is %s. Try a lower learning rate.' % (total, step, epoch, newest or 'none'))
+                            'checkpoint is %s. Try a lower learning rate.'
+                            % (total, step, epoch, (find_checkpoints(ckpt_dir) or ['none'])[0]))
                     for t in TASKS:
                         sums[t] += (losses[t] * count[t], correct[t], count[t])
                     step += 1
@@ -319,41 +461,75 @@ class Multitask_BKNet(object):
                 bar.close()
                 if steps_done < steps_per_epoch:  # interrupted or capped mid-epoch
                     path = self._save(ckpt_dir, epoch, steps_done)
+                    self.stopped_by = stop.signal
                     print('Stopped at step %d (%s); saved %s' % (step, stop.signal or 'max_steps', path))
                     break
                 epoch, steps_done = epoch + 1, 0
-                result = self.evaluate(test_set)
+                result = self.evaluate_inference_weights(val_set)
                 mean_acc = float(np.mean([r['correct'] / max(r['count'], 1) for r in result.values()]))
-                self._log_epoch(writer, step, sums, result, learning_rate(cfg, step, steps_per_epoch))
+                # Without the average, the raw weights' score too: what the average buys, every epoch.
+                raw = self.evaluate(val_set) if self.ema is not None else None
+                self._log_epoch(writer, step, sums, val_name, result, raw, learning_rate(cfg, step, steps_per_epoch))
                 path = self._save(ckpt_dir, epoch, 0)
                 improved = mean_acc > best
                 if improved:
                     best = mean_acc
                     os.makedirs(os.path.dirname(best_path), exist_ok=True)
-                    self._save(os.path.dirname(best_path), epoch, 0, saver=best_saver)
-                    write_json(best_path, dict(mean_accuracy=mean_acc, epoch=epoch, step=int(step), accuracy={
-                        TASK_NAMES[t]: r['correct'] / max(r['count'], 1) for t, r in result.items()}))
+                    best_prefix = self._save(os.path.dirname(best_path), epoch, 0, saver=best_saver)
+                    _remove_other_checkpoints(os.path.dirname(best_path), best_prefix)  # a restart's stale best
+                    write_json(best_path, dict(mean_accuracy=mean_acc, epoch=epoch, step=int(step), data=val_name,
+                                               accuracy={TASK_NAMES[t]: r['correct'] / max(r['count'], 1)
+                                                         for t, r in result.items()}))
                 if self.verbose:
                     print('Saved %s%s' % (path, ' (best so far)' if improved else ''))
+                if stop.signal:  # arrived during the evaluation: the epoch is saved, leave now
+                    self.stopped_by = stop.signal
+                    print('Stopped at step %d (%s)' % (step, stop.signal))
+                    break
         finally:
             stop.restore()
             if writer is not None:
                 writer.close()
         return result
 
-    def _log_epoch(self, writer, step, sums, result, lr):
+    def evaluate_inference_weights(self, dataset):
+        """evaluate() with the weights inference uses: the moving average when the run keeps one."""
+        if self.ema is None:
+            return self.evaluate(dataset)
+        self.sess.run(self._ema_swap)
+        try:
+            return self.evaluate(dataset)
+        finally:
+            self.sess.run(self._ema_swap)
+
+    def _class_weights_feed(self, train_set):
+        """Gender classes weighted by n_c ** -gender_balance, scaled so the average sample weighs 1."""
+        power = self.config['gender_balance']
+        counts = np.bincount(train_set.labels[train_set.indexes == GENDER], minlength=NUM_CLASSES[GENDER])
+        if not power or not counts.all():
+            return {}
+        weights = counts.astype(np.float64) ** -power
+        weights *= counts.sum() / (weights * counts).sum()
+        if self.verbose:
+            print('Gender class weights: %s' % ', '.join('%.3f' % w for w in weights))
+        return {self.class_weights[GENDER]: weights.astype(np.float32)}
+
+    def _log_epoch(self, writer, step, sums, val_name, result, raw, lr):
         train = {t: (s[0] / max(s[2], 1), s[1] / max(s[2], 1)) for t, s in sums.items()}
-        test = {t: r['correct'] / max(r['count'], 1) for t, r in result.items()}
+        scores = {val_name: result, val_name + '_raw': raw} if raw else {val_name: result}
+        scores = {name: {t: r['correct'] / max(r['count'], 1) for t, r in res.items()} for name, res in scores.items()}
         if self.verbose:
             print(', '.join('%s_loss: %.2f' % (TASK_NAMES[t], train[t][0]) for t in TASKS) + ', ' +
                   ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], train[t][1]) for t in TASKS))
-            print('public_test ' + ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], test[t]) for t in TASKS))
+            for name, acc in scores.items():
+                print(name + ' ' + ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], acc[t]) for t in TASKS))
         values = [tf.Summary.Value(tag='learning_rate', simple_value=lr)]
         for t in TASKS:
             name = TASK_NAMES[t]
             values += [tf.Summary.Value(tag='train/%s_loss' % name, simple_value=train[t][0]),
-                       tf.Summary.Value(tag='train/%s_accuracy' % name, simple_value=train[t][1]),
-                       tf.Summary.Value(tag='public_test/%s_accuracy' % name, simple_value=test[t])]
+                       tf.Summary.Value(tag='train/%s_accuracy' % name, simple_value=train[t][1])]
+            values += [tf.Summary.Value(tag='%s/%s_accuracy' % (split, name), simple_value=acc[t])
+                       for split, acc in scores.items()]
         writer.add_summary(tf.Summary(value=values), step)
         writer.flush()
 
@@ -395,10 +571,63 @@ def _remove_checkpoints(ckpt_dir):
     """Forget a previous run in ckpt_dir: its checkpoints, best copy, logs and config."""
     for name in os.listdir(ckpt_dir):
         path = os.path.join(ckpt_dir, name)
-        if name in ('checkpoint', CONFIG_FILE) or name.startswith('model.ckpt'):
-            os.remove(path)
+        if name in ('checkpoint', CONFIG_FILE) or name.startswith(CHECKPOINT_NAME):
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            else:
+                os.remove(path)
         elif name in (BEST_DIR, 'logs') and os.path.isdir(path):
             shutil.rmtree(path)
+
+
+def _checkpoint_files(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith(CHECKPOINT_NAME + '-')) if os.path.isdir(folder) else []
+
+
+def find_checkpoints(folder):
+    """The checkpoint prefixes in folder, newest (highest step) first, found from their .index files.
+
+    Unlike tf.train.latest_checkpoint this does not trust the `checkpoint` state file, which a
+    crash or a careless hand can lose or leave pointing at files that are gone.
+    """
+    steps = {}
+    for name in _checkpoint_files(folder):
+        match = re.match(r'%s-(\d+)\.index$' % re.escape(CHECKPOINT_NAME), name)
+        if match:
+            steps[os.path.join(folder, name[:-len('.index')])] = int(match.group(1))
+    return sorted(steps, key=steps.get, reverse=True)
+
+
+def _remove_other_checkpoints(folder, keep_prefix):
+    for name in _checkpoint_files(folder):
+        if not name.startswith(os.path.basename(keep_prefix) + '.'):
+            path = os.path.join(folder, name)
+            shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+
+
+def _remove_leftovers(ckpt_dir):
+    """Delete what a run killed inside a save leaves: TensorFlow's temp state files and shard folders,
+    and write_json's / save_weights' temp files."""
+    removed = []
+    for folder in (ckpt_dir, os.path.join(ckpt_dir, BEST_DIR)):
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            if ('.tempstate' in name or name.endswith(('.json.tmp', '.tmp.npz')) or
+                    re.match(r'%s-\d+_temp' % re.escape(CHECKPOINT_NAME), name)):
+                path = os.path.join(folder, name)
+                shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+                removed.append(name)
+    if removed:
+        print('Removed %d leftover(s) of an interrupted save: %s' % (len(removed), ', '.join(removed)))
+
+
+def saved_config(cfg):
+    """What config.json keeps of a resolved config: all but the one-command keys such as max_steps."""
+    return {k: v for k, v in cfg.items() if k not in INVOCATION_KEYS}
+
+
+def _first_line(err):
+    lines = [line for line in str(err).strip().splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
 
 
 def read_json(path):
@@ -416,7 +645,7 @@ def write_json(path, obj):
 def find_weights(path):
     """Resolve a checkpoint prefix, a folder or a weights .npz to the file to restore."""
     if os.path.isdir(path):
-        found = tf.train.latest_checkpoint(path)
+        found = (find_checkpoints(path) or [None])[0]
         if found is None and os.path.isfile(os.path.join(path, WEIGHTS_FILE)):
             found = os.path.join(path, WEIGHTS_FILE)
         if found is None:
@@ -443,7 +672,11 @@ def load_config(path):
         else:
             raise CheckpointError('%s: not found (every checkpoint folder holds the config of its run)' % config_path)
     try:
-        return resolve_config(read_json(config_path))
+        saved = read_json(config_path)
+        if not isinstance(saved, dict):
+            raise ValueError('expected a JSON object')
+        # Older runs saved max_steps; a smoke run's cap must not stop every later run of the folder.
+        return resolve_config({k: v for k, v in saved.items() if k not in INVOCATION_KEYS})
     except (ValueError, TypeError) as err:
         raise CheckpointError('%s: not a valid config (%s)' % (config_path, err))
 
@@ -460,10 +693,10 @@ def add_checkpoint_argument(parser):
                         'pretrained/ if the repo has it, else %s)' % (WEIGHTS_FILE, config.DEFAULTS['checkpoint_dir']))
 
 
-def load_model(session, path, verbose=False, net_class=Multitask_BKNet):
+def load_model(session, path, verbose=False, net_class=Multitask_BKNet, **net_args):
     """Rebuild the model saved at path (with its config.json) in session for inference, restore its
     weights and return (net, the file read). Raises CheckpointError with a one-line message.
-    net_class: a subclass with the same variables (export.py's adds a uint8 input)."""
+    net_class: a subclass with the same variables (export.py's adds a uint8 input), built with net_args."""
     find_weights(path)  # a missing checkpoint is reported as such, not as a missing config
-    net = net_class(session, load_config(path), training=False, verbose=verbose)
+    net = net_class(session, load_config(path), training=False, verbose=verbose, **net_args)
     return net, net.restore(path)

@@ -41,31 +41,22 @@ Public functions:
   preprocess_face(image, box=None)          any face picture -> 48x48 uint8 (shared with predict.py)
   crop_largest_face(image)        -> (48x48 face, found): the largest face, or the centre square
 """
-import atexit
 import glob
 import gzip
 import os
-import signal
 import sys
 import zipfile
 import zlib
 
+import config  # noqa: E402  (light: no TensorFlow)
 
-def _interrupted(signum, frame):
-    """Ctrl-C: exit code 130 and the line 'interrupted', printed at exit (TensorFlow's import silences stderr)."""
-    signal.signal(signum, signal.SIG_IGN)  # a second Ctrl-C does not cut the clean-up short
-    atexit.register(print, 'interrupted', file=sys.stderr)
-    raise SystemExit(128 + signum)  # an exception: finally blocks remove the unfinished output on its way out
-
-
-if __name__ == '__main__':  # from the first import on, Ctrl-C is one line and exit code 130, not a traceback
-    signal.signal(signal.SIGINT, _interrupted)
+if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
+    config.exit_on_interrupt()
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import config  # noqa: E402
 from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
 import data_utils  # noqa: E402
 from data_utils import DataError  # noqa: E402

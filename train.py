@@ -12,11 +12,14 @@ config saved there (flags given again override it).
 """
 import argparse
 import os
+import signal
 import sys
 
 import config
 from config import TASKS
 
+if __name__ == '__main__':  # training installs its own handler, which saves a checkpoint first
+    config.exit_on_interrupt('Interrupted before training started; nothing was saved')
 config.import_tf(onednn=True)  # before anything imports TensorFlow: ~2x training throughput here
 
 import data_utils  # noqa: E402
@@ -54,7 +57,19 @@ def parse_args(argv=None):
                    help='start a new run from these weights (a checkpoint folder or prefix, a weights.npz or the folder '
                         'holding one, such as pretrained/); ignored when --checkpoint-dir already holds a checkpoint to resume')
     p.add_argument('--seed', type=int)
-    p.add_argument('--max-steps', type=int, help='stop after this many global steps (smoke runs)')
+    p.add_argument('--validation-fraction', type=float,
+                   help='share of the smile and gender train sets held out to judge epochs (default: %s; emotion '
+                        'is judged on FER-2013 PublicTest; 0 judges all three on the public test split)'
+                        % d['validation_fraction'])
+    p.add_argument('--ema-decay', type=float,
+                   help='evaluate and keep a moving average of the weights with this decay, e.g. 0.999 (default: %s = off)'
+                        % d['ema_decay'])
+    p.add_argument('--label-smoothing', type=float, help='emotion targets (1-e) one-hot + e/7 (default: %s)'
+                   % d['label_smoothing'])
+    p.add_argument('--gender-balance', type=float,
+                   help='weight gender class c by n_c ** -this: 1 = class-balanced (default: %s = plain)' % d['gender_balance'])
+    p.add_argument('--max-steps', type=int, help='stop after this many global steps; for this command only, '
+                                                 'never saved in config.json (default: no cap)')
     p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')
     p.add_argument('--quiet', action='store_true', help='no per-epoch printing or progress bar')
     return p.parse_args(argv)
@@ -79,19 +94,23 @@ def main(argv=None):
     ckpt_dir = overrides.get('checkpoint_dir', config.DEFAULTS['checkpoint_dir'])
     resumed = not args.fresh and os.path.isfile(os.path.join(ckpt_dir, model.CONFIG_FILE))
     try:
-        cfg = model.resolve_config(model.load_config(ckpt_dir) if resumed else None, **overrides)
+        try:
+            cfg = model.resolve_config(model.load_config(ckpt_dir) if resumed else None, **overrides)
+        except ValueError as err:  # a flag's value out of range
+            raise data_utils.DataError(str(err))
         if args.demo and not os.path.exists(data_utils.split_path(cfg['data_dir'], TASKS[0], 'train')):
             import prepare_data
             print('Generating the demo data set in %s' % cfg['data_dir'])
             prepare_data.make_demo(cfg['data_dir'])
         tf = config.import_tf()
-        with tf.Session(config=config.session_config()) as session:
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             net = model.Multitask_BKNet(session, cfg, verbose=not args.quiet)
             net.train(fresh=args.fresh)
     except (data_utils.DataError, model.CheckpointError, model.TrainingDiverged) as err:
         print('error: %s' % err, file=sys.stderr)
         return 1 if isinstance(err, model.TrainingDiverged) else 2
-    return 0
+    # Stopped by a signal after saving: a non-zero exit, so scripts do not take the run for finished.
+    return 128 + signal.Signals[net.stopped_by] if net.stopped_by else 0
 
 
 if __name__ == '__main__':

@@ -1,9 +1,10 @@
-"""Shared fixtures: the repo root on sys.path, a demo data set, and the shared real archives.
+"""Shared fixtures: the repo root on sys.path, a demo data set, the shared real archives, and Ctrl-C at a chosen moment.
 
 The real-data tests skip when ../shared/data lacks an archive, except under CI (CI=true), where
 they fail: there the archives must be present (require_shared_data, running_in_ci).
 """
 import os
+import subprocess
 import sys
 
 import pytest
@@ -80,3 +81,47 @@ def demo_checkpoint(demo_dir, tmp_path_factory):
                                     batch_size=64, augment=False, verbose=False)
         net.train()
     return ckpt_dir
+
+
+# Runs a script as `python script args` with SIGINT sent to it at a chosen moment: when the script
+# first imports a module ('import cv2'), or as soon as a call of module.function returns
+# ('data_utils:save_split'; only calls the script makes through that module's attribute).
+INTERRUPT = """
+import importlib, os, runpy, signal, sys
+script, when = sys.argv[1:3]
+sys.argv = [script] + sys.argv[3:]
+
+def interrupt():
+    os.kill(os.getpid(), signal.SIGINT)
+
+if when.startswith('import '):
+    class Trigger(object):
+        def find_spec(self, name, path=None, target=None):
+            if name == when[len('import '):]:
+                sys.meta_path.remove(self)
+                interrupt()
+    sys.meta_path.insert(0, Trigger())
+else:
+    module, name = when.split(':')
+    module = importlib.import_module(module)
+    real = getattr(module, name)
+
+    def interrupted_after(*args, **kwargs):
+        result = real(*args, **kwargs)
+        interrupt()
+        return result
+    setattr(module, name, interrupted_after)
+runpy.run_path(script, run_name='__main__')
+"""
+
+
+def run_interrupted(script, when, *args, timeout=180):
+    """-> CompletedProcess of script run from the repo root and sent SIGINT at `when` (see INTERRUPT)."""
+    return subprocess.run([sys.executable, '-c', INTERRUPT, script, when] + [str(a) for a in args],
+                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def assert_interrupted(result):
+    """Exit code 130 and the one line 'interrupted' last on stderr (TensorFlow may log before it), no traceback."""
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.splitlines()[-1] == 'interrupted' and 'Traceback' not in result.stderr, result.stderr

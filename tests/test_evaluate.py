@@ -17,7 +17,7 @@ import evaluate
 import model
 from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES
 
-from test_prepare_data import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
+from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
 tf = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,7 +109,7 @@ def reference(demo_checkpoint, demo_dir):
 def evaluated(demo_checkpoint, demo_dir, tmp_path_factory):
     out_dir = str(tmp_path_factory.mktemp('evaluation'))
     code, stdout, stderr = run_main(['--checkpoint', demo_checkpoint, '--data-dir', demo_dir, '--out', out_dir,
-                                     '--tta'])
+                                     '--tta', '--tta-views', '2'])
     assert code == 0, stderr
     with open(os.path.join(out_dir, evaluate.REPORT_FILE)) as f:
         return out_dir, stdout, json.load(f)
@@ -146,11 +146,26 @@ def test_flip_tta_averages_each_face_with_its_mirror(demo_checkpoint, demo_dir, 
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net, _ = model.load_model(session, demo_checkpoint)
         plain = net.predict(records['image'])
-        tta = evaluate.flip_tta(net, records['image'], plain)
+        tta = net.predict(records['image'], views=2)
     _, expected_plain, expected_tta = reference[(EMOTION, 'private_test')]
     np.testing.assert_allclose(plain[EMOTION], expected_plain, atol=1e-6)
     np.testing.assert_allclose(tta[EMOTION], expected_tta, atol=1e-6)
     assert np.abs(tta[EMOTION] - plain[EMOTION]).max() > 1e-3  # the mirror images did change something
+
+
+def test_eighteen_views_average_mirrors_and_edge_padded_shifts(demo_checkpoint, demo_dir):
+    images = np.load(data_utils.split_path(demo_dir, SMILE, 'test'))['image'][:20]
+    views = []
+    for face in (images, images[:, :, ::-1]):
+        padded = np.pad(face, ((0, 0), (2, 2), (2, 2)), mode='edge')  # NumPy's own edge padding as the reference
+        views += [padded[:, 2 - dy:50 - dy, 2 - dx:50 - dx] for dy in (-2, 0, 2) for dx in (-2, 0, 2)]
+    assert len(views) == 18 and len({v.tobytes() for v in views}) == 18
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, _ = model.load_model(session, demo_checkpoint)
+        expected = np.mean([net.predict(v)[SMILE] for v in views], axis=0)
+        got = net.predict(images, views=18)[SMILE]
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_array_equal(model.shift_faces(images, 2, -2)[:, 2:, :-2], images[:, :-2, 2:])
 
 
 def test_table_lists_every_data_set_with_plain_and_tta_rows(evaluated):

@@ -13,7 +13,7 @@ import export
 import model
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
-from test_prepare_data import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
+from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
 tf1 = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,6 +50,19 @@ def test_savedmodel_matches_the_session_within_1e_5(exported, demo_checkpoint, f
         assert p.shape == (len(faces), len(CLASS_NAMES[task]))
         np.testing.assert_allclose(p, expected[task], atol=1e-5, rtol=0)
         assert np.ptp(p[:, 0]) > 0.1  # the faces get different answers: real weights, not a constant
+
+
+def test_an_18_view_export_averages_inside_the_graph_as_predict_does(demo_checkpoint, faces, tmp_path):
+    import tensorflow as tf
+    out = str(tmp_path / 'tta')
+    export.export(demo_checkpoint, out, views=18)
+    got = tf.saved_model.load(out).signatures['serving_default'](faces=tf.constant(faces))
+    with tf1.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
+        net, _ = model.load_model(session, demo_checkpoint)
+        expected, plain = net.predict(faces, views=18), net.predict(faces)
+    for task in TASKS:
+        np.testing.assert_allclose(got[TASK_NAMES[task]].numpy(), expected[task], atol=1e-5, rtol=0)
+    assert np.abs(expected[EMOTION] - plain[EMOTION]).max() > 1e-3  # the views did change the answer
 
 
 def test_signature_and_class_names(exported):

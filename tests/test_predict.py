@@ -19,7 +19,7 @@ import config
 import predict
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
-from test_prepare_data import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
+from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
 tf = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -16,7 +16,7 @@ import data_provider
 import data_utils
 import prepare_data
 from config import EMOTION, GENDER, SMILE, TASKS
-from conftest import ROOT, handout_all_data_cell
+from conftest import ROOT, assert_interrupted, handout_all_data_cell, run_interrupted
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -37,51 +37,6 @@ def run_main(argv, capsys):
     code = prepare_data.main([str(a) for a in argv])
     out, err = capsys.readouterr()
     return code, out, err
-
-
-# Runs a script as `python script args` with SIGINT sent to it at a chosen moment: when the script
-# first imports a module ('import cv2'), or as soon as a call of module.function returns
-# ('data_utils:save_split'; only calls the script makes through that module's attribute).
-# (The test files of export, evaluate and predict import it from here.)
-INTERRUPT = """
-import importlib, os, runpy, signal, sys
-script, when = sys.argv[1:3]
-sys.argv = [script] + sys.argv[3:]
-
-def interrupt():
-    os.kill(os.getpid(), signal.SIGINT)
-
-if when.startswith('import '):
-    class Trigger(object):
-        def find_spec(self, name, path=None, target=None):
-            if name == when[len('import '):]:
-                sys.meta_path.remove(self)
-                interrupt()
-    sys.meta_path.insert(0, Trigger())
-else:
-    module, name = when.split(':')
-    module = importlib.import_module(module)
-    real = getattr(module, name)
-
-    def interrupted_after(*args, **kwargs):
-        result = real(*args, **kwargs)
-        interrupt()
-        return result
-    setattr(module, name, interrupted_after)
-runpy.run_path(script, run_name='__main__')
-"""
-
-
-def run_interrupted(script, when, *args, timeout=180):
-    """-> CompletedProcess of script run from the repo root and sent SIGINT at `when` (see INTERRUPT)."""
-    return subprocess.run([sys.executable, '-c', INTERRUPT, script, when] + [str(a) for a in args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-
-
-def assert_interrupted(result):
-    """Exit code 130 and the one line 'interrupted' last on stderr (TensorFlow may log before it), no traceback."""
-    assert result.returncode == 130, result.stderr
-    assert result.stderr.splitlines()[-1] == 'interrupted' and 'Traceback' not in result.stderr, result.stderr
 
 
 def assert_refused(argv, out_dir, capsys, *fragments):

@@ -1,8 +1,13 @@
 """Training end to end: train.py's CLI, resume, interruption, divergence, and a demo run that learns."""
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import numpy as np
 import pytest
@@ -35,8 +40,24 @@ def test_demo_smoke_run_end_to_end(tmp_path):
     assert 'Created model with fresh parameters.' in result.stdout
     assert 'Stopped at step 3 (max_steps)' in result.stdout
     assert _progress(ckpt_dir) == (3, [0, 3])
+    with open(os.path.join(ckpt_dir, model.CONFIG_FILE)) as f:
+        saved = json.load(f)
+    assert (saved['data_dir'], saved['batch_size']) == (data_dir, 64)
+    assert 'max_steps' not in saved  # the cap was for that command: a later plain run trains on
+
+
+def test_a_smoke_runs_cap_does_not_stop_the_next_run(demo_dir, tmp_path, capsys):
+    import train
+    ckpt_dir = str(tmp_path)
+    common = ['--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--quiet']
+    assert train.main(common + ['--max-steps', '2', '--batch-size', '64', '--epochs', '1', '--no-augment']) == 0
+    assert train.main(common) == 0  # no flags: the saved config, no cap
     saved = model.load_config(ckpt_dir)
-    assert (saved['data_dir'], saved['batch_size'], saved['max_steps']) == (data_dir, 64, 3)
+    steps_per_epoch = data_provider.Dataset('train', 64, demo_dir, validation_fraction=saved['validation_fraction'],
+                                            task_weights=saved['task_weights'], verbose=False).steps_per_epoch()
+    assert _progress(ckpt_dir) == (steps_per_epoch, [1, 0])
+    assert (saved['batch_size'], saved['epochs'], saved['augment']) == (64, 1, False)
+    assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-2') in capsys.readouterr().out
 
 
 def test_missing_data_is_one_line_naming_the_file(tmp_path):
@@ -105,22 +126,136 @@ def test_diverging_loss_stops_without_saving(demo_dir, tmp_path):
     assert _progress(ckpt_dir) == (2, [0, 2])
 
 
-def test_sigterm_saves_a_checkpoint_then_exits(demo_dir, tmp_path):
-    ckpt_dir = str(tmp_path / 'ckpt')
-    proc = subprocess.Popen([sys.executable, '-u', 'train.py', '--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir,
-                             '--batch-size', '16', '--quiet'], cwd=ROOT, stdout=subprocess.PIPE,
+def _start_train(*args):
+    return subprocess.Popen([sys.executable, '-u', 'train.py'] + list(args), cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
-    lines = []
-    for line in proc.stdout:  # wait until training has started
-        lines.append(line)
-        if line.startswith('Created model'):
-            break
-    proc.send_signal(signal.SIGTERM)
-    out = ''.join(lines) + proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, out
+
+
+def _wait_for_line(proc, prefix, timeout):
+    """Lines read until one starts with prefix; a reader thread, so a silent process cannot hang the test."""
+    found, lines = threading.Event(), []
+
+    def read():
+        for line in proc.stdout:
+            lines.append(line)
+            if line.startswith(prefix):
+                found.set()
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert found.wait(timeout), 'no line starting with %r in %d s:\n%s' % (prefix, timeout, ''.join(lines))
+    return reader, lines
+
+
+@pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_mid_epoch_saves_then_exits_non_zero(demo_dir, tmp_path, sig):
+    ckpt_dir = str(tmp_path / 'ckpt')
+    proc = _start_train('--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--batch-size', '8', '--epochs', '1')
+    try:
+        reader, lines = _wait_for_line(proc, 'Epoch:', timeout=300)
+        time.sleep(4)  # some steps into the epoch (one is ~50 ms; the epoch takes ~500)
+        proc.send_signal(sig)
+        proc.wait(timeout=120)
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = ''.join(lines)
+    assert proc.returncode == 128 + sig, out
     step, progress = _progress(ckpt_dir)
-    assert 'Stopped at step %d (SIGTERM); saved' % step in out
+    assert step > 0 and 'Stopped at step %d (%s); saved' % (step, sig.name) in out
     assert progress == [0, step]
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_writes_nothing(tmp_path):
+    ckpt_dir = tmp_path / 'ckpt'
+    proc = subprocess.Popen([sys.executable, 'train.py', '--demo', '--data-dir', str(tmp_path / 'data'),
+                             '--checkpoint-dir', str(ckpt_dir)], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # inside the TensorFlow import, which takes several seconds
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert 'Interrupted before training started; nothing was saved' in err and 'Traceback' not in err
+    assert not ckpt_dir.exists()
+
+
+@pytest.mark.parametrize('flags, expected', [
+    (['--batch-size', '0'], 'error: batch_size must be an integer >= 1, got 0'),
+    (['--keep-prob', '1.5'], 'error: keep_prob must be a number > 0 and <= 1, got 1.5'),
+])
+def test_bad_flag_values_are_one_line(demo_dir, tmp_path, capsys, flags, expected):
+    import train
+    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt')] + flags) == 2
+    assert capsys.readouterr().err.strip() == expected
+    assert not (tmp_path / 'ckpt').exists()
+
+
+def test_a_nan_loss_from_the_cli_is_one_line_and_exit_1(demo_dir, tmp_path, capsys):
+    import train
+    ckpt_dir = str(tmp_path)
+    code = train.main(['--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--lr', '1e30', '--max-steps', '50',
+                       '--quiet'])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and err[0].startswith('error: loss became '), err
+    assert model.find_checkpoints(ckpt_dir) == []
+
+
+@pytest.mark.parametrize('task, bad', [(config.EMOTION, -1), (config.SMILE, 5)])
+def test_out_of_range_labels_stop_training_before_anything_is_written(demo_dir, tmp_path, capsys, task, bad):
+    import train
+    import data_utils
+    data_dir = str(tmp_path / 'data')
+    shutil.copytree(demo_dir, data_dir)
+    path = data_utils.split_path(data_dir, task, 'train')
+    records = np.load(path)
+    records['label'][[3, 8]] = bad
+    np.save(path, records)
+    ckpt_dir = tmp_path / 'ckpt'
+    assert train.main(['--data-dir', data_dir, '--checkpoint-dir', str(ckpt_dir), '--quiet']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: %s: 2 %s label(s) out of range 0..%d, e.g. %d'
+                          % (path, config.TASK_NAMES[task], config.NUM_CLASSES[task] - 1, bad)), err
+    assert not ckpt_dir.exists()
+
+
+def test_each_epoch_prints_validation_and_best_keeps_the_best_epoch(demo_dir, tmp_path, capsys):
+    ckpt_dir = str(tmp_path)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, batch_size=64, epochs=3,
+                                    augment=False, learning_rate=0.05, keep_checkpoints=1)
+        net.train()
+    out = capsys.readouterr().out
+    printed = [[float(x) for x in re.findall(r'_acc: ([0-9.]+)', line)]
+               for line in out.splitlines() if line.startswith('validation ')]
+    assert len(printed) == 3 and all(len(p) == 3 for p in printed), out
+    best_epoch = int(np.argmax([np.mean(p) for p in printed])) + 1
+    with open(os.path.join(ckpt_dir, 'best', 'best.json')) as f:
+        best = json.load(f)
+    assert best['epoch'] == best_epoch and best['data'] == 'validation'
+    assert [round(best['accuracy'][n], 4) for n in ('smile', 'emotion', 'gender')] == printed[best_epoch - 1]
+    # best/ holds exactly that epoch's checkpoint, and its weights are the ones evaluated then
+    steps = int(re.search(r'model\.ckpt-(\d+)', out).group(1))  # the first epoch's end
+    assert [os.path.basename(p) for p in model.find_checkpoints(os.path.join(ckpt_dir, 'best'))] == [
+        'model.ckpt-%d' % (steps * best_epoch)]
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, _ = model.load_model(session, os.path.join(ckpt_dir, 'best'))
+        result = net.evaluate(data_provider.Dataset('validation', 256, demo_dir, verbose=False))
+    assert [round(result[t]['correct'] / result[t]['count'], 4) for t in TASKS] == printed[best_epoch - 1]
+    assert len(os.listdir(os.path.join(ckpt_dir, 'logs'))) == 1  # TensorBoard events, one file for the run
+
+
+def test_init_from_the_shipped_model(demo_dir, tmp_path):
+    if not os.path.isfile(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)):
+        pytest.skip('this checkout ships no pretrained/weights.npz')
+    ckpt_dir = str(tmp_path)
+    _train(demo_dir, ckpt_dir, init_from=model.PRETRAINED_DIR, learning_rate=0.0, max_steps=1)
+    started = tf.train.load_checkpoint(model.find_checkpoints(ckpt_dir)[0])
+    with np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as shipped:
+        names = [n for n in shipped.files if not n.endswith(('moving_mean', 'moving_variance'))]
+        assert len(names) > 40
+        for name in names:  # lr 0: trainable weights exactly as shipped (float16 -> float32)
+            np.testing.assert_array_equal(started.get_tensor(name), shipped[name].astype(np.float32), err_msg=name)
 
 
 def test_demo_training_beats_chance_on_every_task(demo_dir, demo_checkpoint):
@@ -132,7 +267,3 @@ def test_demo_training_beats_chance_on_every_task(demo_dir, demo_checkpoint):
     accuracy = {t: result[t]['correct'] / result[t]['count'] for t in TASKS}
     assert accuracy[config.SMILE] > 0.8 and accuracy[config.GENDER] > 0.8, accuracy
     assert accuracy[config.EMOTION] > 0.4, accuracy
-    best = os.path.join(demo_checkpoint, 'best', 'best.json')
-    assert os.path.isfile(best) and os.path.isfile(os.path.join(demo_checkpoint, 'logs', os.listdir(
-        os.path.join(demo_checkpoint, 'logs'))[0]))
-    assert np.isclose(model.load_config(demo_checkpoint)['epochs'], 3)

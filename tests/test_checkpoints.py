@@ -1,0 +1,256 @@
+"""Checkpoints are never lost: resume from the files themselves, skip damaged ones, refuse bad weights.
+
+Each test damages a run's folder the way a crash, a full disk or a careless hand would, then checks
+that training resumes from the newest checkpoint that restores (said in one line), that nothing
+good is overwritten or deleted, and that inference names the bad file in one line.
+"""
+import json
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import config
+import model
+
+tf = config.import_tf()
+
+
+def _train(demo_dir, ckpt_dir, **overrides):
+    overrides.setdefault('keep_checkpoints', 5)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, batch_size=64,
+                                    augment=False, verbose=False, **overrides)
+        net.train()
+        return net
+
+
+def _step(ckpt_dir, prefix=None):
+    reader = tf.train.load_checkpoint(prefix or model.find_checkpoints(ckpt_dir)[0])
+    return int(reader.get_tensor('global_step'))
+
+
+def _contents(folder):
+    """Every file's bytes, to prove nothing was changed."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            with open(os.path.join(root, name), 'rb') as f:
+                out[os.path.relpath(os.path.join(root, name), folder)] = f.read()
+    return out
+
+
+@pytest.fixture(scope='module')
+def two_checkpoints(demo_dir, tmp_path_factory):
+    """A run folder holding model.ckpt-3 and model.ckpt-5; tests damage copies of it."""
+    ckpt_dir = str(tmp_path_factory.mktemp('run'))
+    _train(demo_dir, ckpt_dir, max_steps=3)
+    _train(demo_dir, ckpt_dir, max_steps=5)
+    assert [os.path.basename(p) for p in model.find_checkpoints(ckpt_dir)] == ['model.ckpt-5', 'model.ckpt-3']
+    return ckpt_dir
+
+
+@pytest.fixture
+def run_dir(two_checkpoints, tmp_path):
+    path = str(tmp_path / 'run')
+    shutil.copytree(two_checkpoints, path)
+    return path
+
+
+def _damage(path, how):
+    with open(path, 'r+b') as f:
+        data = bytearray(f.read())
+        if how == 'truncate':
+            f.seek(0)
+            f.truncate(len(data) // 2)
+        elif how == 'bitflip':  # one bit in the middle of the tensor data
+            f.seek(len(data) // 2)
+            f.write(bytes([data[len(data) // 2] ^ 0x10]))
+        elif how == 'empty':
+            f.truncate(0)
+
+
+@pytest.mark.parametrize('state', ['missing', 'junk', 'names a step whose files are gone'])
+def test_resume_does_not_trust_the_state_file(demo_dir, run_dir, capsys, state):
+    state_file = os.path.join(run_dir, 'checkpoint')
+    if state == 'missing':
+        os.remove(state_file)
+    elif state == 'junk':
+        with open(state_file, 'wb') as f:
+            f.write(b'\x00\xffnot a checkpoint state {{{')
+    else:
+        with open(state_file, 'w') as f:
+            f.write('model_checkpoint_path: "model.ckpt-99"\nall_model_checkpoint_paths: "model.ckpt-99"\n')
+    _train(demo_dir, run_dir, max_steps=6)
+    out = capsys.readouterr().out
+    assert 'Reading model parameters from %s' % os.path.join(run_dir, 'model.ckpt-5') in out
+    assert 'fresh parameters' not in out
+    assert _step(run_dir) == 6
+    for step in (3, 5, 6):  # the older checkpoints are all still there
+        assert os.path.isfile(os.path.join(run_dir, 'model.ckpt-%d.index' % step))
+    # and the state file is whole again, so TensorFlow's own lookup agrees
+    assert tf.train.latest_checkpoint(run_dir) == os.path.join(run_dir, 'model.ckpt-6')
+
+
+def test_inference_finds_checkpoints_without_the_state_file(run_dir):
+    os.remove(os.path.join(run_dir, 'checkpoint'))
+    assert model.find_weights(run_dir) == os.path.join(run_dir, 'model.ckpt-5')
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        _, path = model.load_model(session, run_dir)
+    assert path == os.path.join(run_dir, 'model.ckpt-5')
+
+
+@pytest.mark.parametrize('part, how', [('data-00000-of-00001', 'truncate'), ('data-00000-of-00001', 'bitflip'),
+                                       ('index', 'truncate'), ('index', 'bitflip'), ('index', 'empty'),
+                                       ('index', 'missing')])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(demo_dir, run_dir, capsys, part, how):
+    newest = os.path.join(run_dir, 'model.ckpt-5.' + part)
+    if how == 'missing':
+        os.remove(newest)
+    else:
+        _damage(newest, how)
+    older = _contents(run_dir)
+    older = {k: v for k, v in older.items() if k.startswith('model.ckpt-3.')}
+    _train(demo_dir, run_dir, max_steps=4)
+    out = capsys.readouterr().out
+    if how != 'missing':  # a checkpoint with no .index is not a checkpoint at all: nothing to skip
+        lines = [line for line in out.splitlines() if line.startswith('Skipping')]
+        assert len(lines) == 1 and os.path.join(run_dir, 'model.ckpt-5') in lines[0], out
+    assert 'Reading model parameters from %s' % os.path.join(run_dir, 'model.ckpt-3') in out
+    assert 'fresh parameters' not in out
+    assert _step(run_dir, os.path.join(run_dir, 'model.ckpt-4')) == 4
+    now = _contents(run_dir)
+    for name, data in older.items():  # the good older checkpoint is untouched
+        assert now[name] == data, name
+
+
+def test_inference_names_a_damaged_checkpoint_in_one_line(run_dir):
+    _damage(os.path.join(run_dir, 'model.ckpt-5.data-00000-of-00001'), 'truncate')
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        with pytest.raises(model.CheckpointError) as err:
+            model.load_model(session, run_dir)
+    message = str(err.value)
+    assert message.startswith(os.path.join(run_dir, 'model.ckpt-5') + ': cannot restore') and '\n' not in message
+
+
+def test_a_folder_whose_checkpoints_all_fail_is_an_error_not_a_fresh_start(demo_dir, run_dir, capsys):
+    for step in (3, 5):
+        _damage(os.path.join(run_dir, 'model.ckpt-%d.data-00000-of-00001' % step), 'truncate')
+    before = _contents(run_dir)
+    with pytest.raises(model.CheckpointError, match='holds checkpoint files but none restores.*--fresh'):
+        _train(demo_dir, run_dir, max_steps=8)
+    assert 'fresh parameters' not in capsys.readouterr().out
+    assert _contents(run_dir) == before  # nothing overwritten, nothing deleted
+
+
+def test_data_files_without_an_index_still_block_a_fresh_start(demo_dir, run_dir):
+    for step in (3, 5):
+        os.remove(os.path.join(run_dir, 'model.ckpt-%d.index' % step))
+    with pytest.raises(model.CheckpointError, match='none restores'):
+        _train(demo_dir, run_dir, max_steps=8)
+    assert os.path.isfile(os.path.join(run_dir, 'model.ckpt-5.data-00000-of-00001'))
+
+
+def test_fresh_removes_the_old_run_and_starts_over(demo_dir, run_dir, capsys):
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=run_dir, batch_size=64,
+                                    verbose=False, max_steps=2)
+        net.train(fresh=True)
+    assert 'Created model with fresh parameters.' in capsys.readouterr().out
+    assert [os.path.basename(p) for p in model.find_checkpoints(run_dir)] == ['model.ckpt-2']
+
+
+def test_leftovers_of_an_interrupted_save_are_removed(demo_dir, run_dir, capsys):
+    leftovers = ['checkpoint.tempstate8213712', 'model.ckpt-7_temp', os.path.join('best', 'checkpoint.tempstate1'),
+                 'config.json.tmp', os.path.join('best', 'best.json.tmp')]
+    os.makedirs(os.path.join(run_dir, 'best'), exist_ok=True)
+    for name in leftovers[:1] + leftovers[2:]:
+        open(os.path.join(run_dir, name), 'w').close()
+    os.makedirs(os.path.join(run_dir, leftovers[1]))
+    open(os.path.join(run_dir, leftovers[1], 'part-00000-of-00001.data-00000-of-00001'), 'w').close()
+    _train(demo_dir, run_dir, max_steps=5)  # already there: only the clean-up runs
+    assert 'Removed 5 leftover(s) of an interrupted save' in capsys.readouterr().out
+    for name in leftovers:
+        assert not os.path.exists(os.path.join(run_dir, name))
+    assert [os.path.basename(p) for p in model.find_checkpoints(run_dir)] == ['model.ckpt-5', 'model.ckpt-3']
+
+
+# ----------------------------------------------------------------------------- weights .npz and config.json
+
+def _inference_net(session):
+    return model.Multitask_BKNet(session, training=False, verbose=False)
+
+
+@pytest.fixture(scope='module')
+def weights_npz(demo_checkpoint, tmp_path_factory):
+    path = str(tmp_path_factory.mktemp('weights') / model.WEIGHTS_FILE)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, _ = model.load_model(session, demo_checkpoint)
+        net.save_weights(path)
+    return path
+
+
+def _rewrite_npz(source, path, change):
+    with np.load(source) as arrays:
+        values = {name: arrays[name] for name in arrays.files}
+    name = sorted(values)[0]
+    values[name] = change(values[name])
+    np.savez(path, **values)
+    return name
+
+
+@pytest.mark.parametrize('fault, expected', [
+    ('nan', r'holds 1 NaN or infinite value'),
+    ('integer', r'holds int32 values, expected floats'),
+    ('truncated', r'not a readable weights file'),
+    ('empty', r'not a readable weights file'),
+    ('crc', r'not a readable weights file'),
+])
+def test_bad_weights_npz_is_one_line_naming_the_file(weights_npz, tmp_path, fault, expected):
+    path = str(tmp_path / 'weights.npz')
+    if fault == 'nan':
+        def set_nan(a):
+            a = a.copy()
+            a.flat[0] = np.nan
+            return a
+        _rewrite_npz(weights_npz, path, set_nan)
+    elif fault == 'integer':
+        _rewrite_npz(weights_npz, path, lambda a: np.zeros(a.shape, np.int32))
+    else:
+        with open(weights_npz, 'rb') as f:
+            data = bytearray(f.read())
+        if fault == 'truncated':
+            data = data[:len(data) // 2]
+        elif fault == 'empty':
+            data = b''
+        else:  # one byte of the compressed data changed: the zip CRC no longer matches
+            data[len(data) // 3] ^= 0xFF
+        with open(path, 'wb') as f:
+            f.write(bytes(data))
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = _inference_net(session)
+        with pytest.raises(model.CheckpointError, match=expected) as err:
+            net.restore(path)
+    assert str(err.value).startswith(path) and '\n' not in str(err.value)
+
+
+@pytest.mark.parametrize('entry, value, expected', [
+    ('learning_rate', 'fast', "learning_rate must be a number, got 'fast'"),
+    ('optimizer', 'sgd', "optimizer must be one of momentum, adam, got 'sgd'"),
+    ('batch_size', 0, 'batch_size must be an integer >= 1, got 0'),
+    ('task_weights', [1, 1], 'task_weights must be 3 non-negative numbers'),
+])
+def test_a_bad_config_json_is_one_line_naming_it(tmp_path, entry, value, expected):
+    path = tmp_path / model.CONFIG_FILE
+    path.write_text(json.dumps({entry: value}))
+    with pytest.raises(model.CheckpointError) as err:
+        model.load_config(str(tmp_path))
+    assert str(err.value).startswith(str(path)) and expected in str(err.value)
+
+
+def test_a_saved_max_steps_is_ignored(tmp_path):
+    (tmp_path / model.CONFIG_FILE).write_text(json.dumps({'max_steps': 3, 'epochs': 2}))
+    cfg = model.load_config(str(tmp_path))
+    assert (cfg['max_steps'], cfg['epochs']) == (0, 2)
+    assert 'max_steps' not in model.saved_config(model.resolve_config(max_steps=7))

@@ -1,0 +1,125 @@
+"""The recipe's options against NumPy: emotion label smoothing, gender class weights, the weights' moving average."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import config
+from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
+import data_provider
+import data_utils
+import model
+
+tf = config.import_tf()
+
+
+def _log_softmax(z):
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _batch(rng, n=24):
+    indexes = np.array([SMILE, EMOTION, GENDER] * (n // 3), np.float32)
+    labels = np.zeros((n, config.LABEL_WIDTH), np.float32)
+    classes = [rng.randint(NUM_CLASSES[int(t)]) for t in indexes]
+    labels[np.arange(n), classes] = 1.0
+    images = rng.uniform(-0.5, 0.5, (n, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)).astype(np.float32)
+    return images, labels, indexes
+
+
+def test_smoothed_emotion_and_weighted_gender_losses_match_numpy():
+    rng = np.random.RandomState(3)
+    images, labels, indexes = _batch(rng)
+    eps, gender_weights = 0.2, np.array([2.5, 0.4], np.float32)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, verbose=False, label_smoothing=eps)
+        session.run(tf.global_variables_initializer())
+        logits, losses = session.run([net.logits, net.task_loss], {
+            net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
+            net.class_weights[GENDER]: gender_weights})
+    for task in TASKS:
+        rows = indexes == task
+        k = NUM_CLASSES[task]
+        targets = labels[rows, :k]
+        weights = np.ones(int(rows.sum()))
+        if task == EMOTION:
+            targets = targets * (1 - eps) + eps / k
+        if task == GENDER:
+            weights = gender_weights[labels[rows, :k].argmax(1)]
+        xent = -(targets * _log_softmax(logits[task][rows].astype(np.float64))).sum(1)
+        np.testing.assert_allclose(losses[task], (weights * xent).sum() / weights.sum(), rtol=1e-5)
+
+
+def test_gender_balance_weights_classes_by_inverse_frequency(demo_dir, tmp_path):
+    data_dir = str(tmp_path / 'data')
+    shutil.copytree(demo_dir, data_dir)
+    path = data_utils.split_path(data_dir, GENDER, 'train')
+    records = np.load(path)
+    records = np.concatenate([records[records['label'] == 0][:200], records[records['label'] == 1]])
+    np.save(path, records)  # 200 women, 600 men; 180 and 540 stay after the validation tenth
+    train_set = data_provider.Dataset('train', data_dir=data_dir, validation_fraction=0.1, verbose=False)
+    feeds = {}
+    for balance in (1.0, 0.0):
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+            net = model.Multitask_BKNet(session, gender_balance=balance, verbose=False, training=False)
+            feeds[balance] = [value for value in net._class_weights_feed(train_set).values()]
+    assert feeds[0.0] == []  # plain loss: nothing fed, every class weighs 1
+    np.testing.assert_allclose(feeds[1.0][0], [720 / (2 * 180), 720 / (2 * 540)], rtol=1e-6)
+
+
+@pytest.fixture(scope='module')
+def ema_run(demo_dir, tmp_path_factory):
+    """Three steps with a weights average of decay 0.9, and each step's weights and shadows recorded."""
+    ckpt_dir = str(tmp_path_factory.mktemp('ema'))
+    rng = np.random.RandomState(0)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, ema_decay=0.9,
+                                    verbose=False)
+        session.run(tf.global_variables_initializer())
+        shadows = [net.ema.average(v) for v in net.model_variables]
+        history = [session.run([net.model_variables, shadows])]
+        for _ in range(3):
+            images, labels, indexes = _batch(rng, 48)
+            session.run(net.train_op, {net.input_images: images, net.input_labels: labels,
+                                       net.input_indexes: indexes, net.phase_train: True, net.learning_rate: 0.05})
+            history.append(session.run([net.model_variables, shadows]))
+        val_set = data_provider.Dataset('validation', 256, demo_dir, verbose=False)
+        raw_before = session.run(net.model_variables)
+        averaged_result = net.evaluate_inference_weights(val_set)
+        raw_after = session.run(net.model_variables)
+        net.save_weights(os.path.join(ckpt_dir, model.WEIGHTS_FILE))
+        net._save(ckpt_dir, 0, 3)
+        model.write_json(os.path.join(ckpt_dir, model.CONFIG_FILE), model.saved_config(net.config))
+        names = [v.op.name for v in net.model_variables]
+    return dict(dir=ckpt_dir, history=history, names=names, raw=(raw_before, raw_after), result=averaged_result,
+                val_set=val_set)
+
+
+def test_the_average_follows_the_documented_update(ema_run):
+    history = ema_run['history']
+    for step in range(1, 4):
+        decay = min(0.9, (1.0 + step) / (10.0 + step))  # num_updates is the step count after the update
+        for i, name in enumerate(ema_run['names']):
+            expected = decay * history[step - 1][1][i] + (1 - decay) * history[step][0][i]
+            np.testing.assert_allclose(history[step][1][i], expected, rtol=1e-5, atol=1e-7, err_msg=name)
+    moved = [n for i, n in enumerate(ema_run['names']) if not np.allclose(history[3][1][i], history[3][0][i])]
+    assert any(n.endswith('/weights') for n in moved) and any(n.endswith('moving_mean') for n in moved)
+
+
+def test_inference_reads_the_average_and_training_keeps_its_weights(ema_run):
+    raw_before, raw_after = ema_run['raw']
+    for before, after in zip(raw_before, raw_after):  # evaluating the average swapped the weights back
+        np.testing.assert_array_equal(before, after)
+    shadows = ema_run['history'][-1][1]
+    with np.load(os.path.join(ema_run['dir'], model.WEIGHTS_FILE)) as shipped:
+        for name, shadow in zip(ema_run['names'], shadows):
+            np.testing.assert_array_equal(shipped[name], shadow.astype(np.float16), err_msg=name)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, path = model.load_model(session, ema_run['dir'])
+        restored = session.run(net.model_variables)
+        result = net.evaluate(ema_run['val_set'])
+    assert path == os.path.join(ema_run['dir'], 'model.ckpt-3')
+    for name, value, shadow in zip(ema_run['names'], restored, shadows):
+        np.testing.assert_array_equal(value, shadow, err_msg=name)
+    assert result == ema_run['result']
