@@ -126,7 +126,7 @@ def export_weights(checkpoint, out, force=False):
             net.save_weights(os.path.join(tmp, model.WEIGHTS_FILE))
             # Users keep their own data in data/, whatever folder the model was trained from.
             model.write_json(os.path.join(tmp, model.CONFIG_FILE),
-                             dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
+                             dict(model.saved_config(net.config), data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
             os.makedirs(out, exist_ok=True)
             for name in names:
                 os.replace(os.path.join(tmp, name), os.path.join(out, name))

@@ -62,7 +62,7 @@ def parse_args(argv=None):
                         'is judged on FER-2013 PublicTest; 0 judges all three on the public test split)'
                         % d['validation_fraction'])
     p.add_argument('--ema-decay', type=float,
-                   help='evaluate and keep a moving average of the weights with this decay, e.g. 0.999 (default: %s = off)'
+                   help='evaluate, keep and export a moving average of the weights with this decay; 0 = off (default: %s)'
                         % d['ema_decay'])
     p.add_argument('--label-smoothing', type=float, help='emotion targets (1-e) one-hot + e/7 (default: %s)'
                    % d['label_smoothing'])

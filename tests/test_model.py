@@ -127,8 +127,7 @@ def test_one_task_train_step_changes_other_heads_only_by_weight_decay(net, task)
 
 def test_batch_norm_trains_statistics_and_infers_per_sample(net):
     images, labels, indexes = _batch(np.random.RandomState(2), 16)
-    with net.sess.graph.as_default():
-        moving = [v for v in tf.global_variables() if 'moving_mean' in v.name]
+    moving = [v for v in net.model_variables if v.op.name.endswith('moving_mean')]  # not the averages' shadows
     before = net.sess.run(moving)
     net.sess.run(net.train_op, {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
                                 net.phase_train: True, net.keep_prob: 0.5, net.learning_rate: 0.01})
@@ -181,14 +180,18 @@ def test_trains_and_restores_in_a_session_whose_graph_is_not_the_default(demo_di
         weights = session.run(trained.model_variables[0])
     finally:
         session.close()
-    np.testing.assert_array_equal(weights, reader.get_tensor(trained.model_variables[0].op.name))
+    # the moving average of the weights (config ema_decay, on by default) is what inference restores
+    average = reader.get_tensor(trained.model_variables[0].op.name + '/ExponentialMovingAverage')
+    np.testing.assert_array_equal(weights, average)
 
 
 def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
     images, labels, indexes = _batch(np.random.RandomState(4), 8)
     net.sess.run(net.train_op, {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
                                 net.phase_train: True, net.keep_prob: 0.5, net.learning_rate: 0.01})
+    net.sess.run(net._ema_swap)  # predict with the inference weights: the weights' moving average
     expected = net.predict(images)
+    net.sess.run(net._ema_swap)
     with net.sess.graph.as_default():
         prefix = net.saver.save(net.sess, str(tmp_path / 'model.ckpt'))
     net.save_weights(str(tmp_path / 'weights.npz'))
