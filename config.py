@@ -47,7 +47,7 @@ DEFAULTS = dict(
     aug_pad=10,                 # pad + random crop shift, pixels
     task_weights=(1.0, 1.0, 1.0),  # smile, emotion, gender: copies of each train set per epoch
     seed=1234,
-    validation_fraction=0.1,    # smile / gender train share held out to pick epochs (emotion: PublicTest); 0 = judge on test
+    validation_fraction=0.1,    # smile / gender train share held out to judge epochs (emotion: PublicTest); 0: test
     ema_decay=0.999,            # evaluate, keep as best and ship a moving average of the weights; 0 = off
     label_smoothing=0.0,        # emotion head: train on (1 - e) * one-hot + e / 7
     gender_balance=0.0,         # gender loss weights class c by n_c ** -this (1 = class-balanced, 0 = plain)

@@ -32,7 +32,7 @@ Public functions:
   write_outputs(report, out_dir, curves=None)   evaluation.json and the PNGs
   read_curves(log_dir) -> {tag: {step: value}}   the per-epoch summaries Multitask_BKNet.train writes
   read_run_curves(ckpt_dir)              the same for a checkpoint folder, after those of the run it was --init-from
-  plot_curves(curves, path)              train loss, train / validation (or public-test) accuracy, learning rate per step
+  plot_curves(curves, path)              train loss, train / validation (or public-test) accuracy, learning rate
 """
 import argparse
 import glob
@@ -97,8 +97,11 @@ def balanced_accuracy(labels, predictions, num_classes):
 def load_validation_sets(data_dir, limit=None, fraction=data_provider.VALIDATION_FRACTION):
     """The data that picks epochs and recipes (Dataset('validation')), as load_test_sets returns them."""
     dataset = data_provider.Dataset('validation', data_dir=data_dir, validation_fraction=fraction, verbose=False)
-    return {(task, split): (dataset.images[dataset.indexes == task][:limit], dataset.labels[dataset.indexes == task][:limit])
-            for task, split in VALIDATION_SPLITS}
+    sets = {}
+    for task, split in VALIDATION_SPLITS:
+        rows = dataset.indexes == task
+        sets[(task, split)] = dataset.images[rows][:limit], dataset.labels[rows][:limit]
+    return sets
 
 
 def load_test_sets(data_dir, limit=None):

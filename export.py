@@ -125,8 +125,8 @@ def export_weights(checkpoint, out, force=False):
         with _build_folder(out) as tmp:
             net.save_weights(os.path.join(tmp, model.WEIGHTS_FILE))
             # Users keep their own data in data/, whatever folder the model was trained from.
-            model.write_json(os.path.join(tmp, model.CONFIG_FILE),
-                             dict(model.saved_config(net.config), data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
+            saved = dict(model.saved_config(net.config), data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out)
+            model.write_json(os.path.join(tmp, model.CONFIG_FILE), saved)
             os.makedirs(out, exist_ok=True)
             for name in names:
                 os.replace(os.path.join(tmp, name), os.path.join(out, name))

@@ -49,6 +49,8 @@ TTA_SHIFT = 2  # pixels a multi-view test-time average shifts the face by (tta_v
 CONFIG_FILE = 'config.json'
 CHECKPOINT_NAME = 'model.ckpt'
 INVOCATION_KEYS = ('max_steps',)  # belong to one command, not to the run: never saved in config.json
+# What a config.json written before these keys existed meant by leaving them out.
+BEFORE_THE_KEY = dict(validation_fraction=0.0, ema_decay=0.0)
 WEIGHTS_FILE = 'weights.npz'
 BEST_DIR = 'best'
 # The shipped model (weights.npz + config.json), found beside this file whatever the working folder.
@@ -218,8 +220,8 @@ class Multitask_BKNet(object):
             if task == EMOTION and self.config['label_smoothing']:
                 eps = self.config['label_smoothing']
                 targets = labels * (1.0 - eps) + eps / NUM_CLASSES[task]
-            self.class_weights[task] = tf.placeholder_with_default(np.ones(NUM_CLASSES[task], np.float32),
-                                                                   [NUM_CLASSES[task]], 'class_weights_' + TASK_NAMES[task])
+            self.class_weights[task] = tf.placeholder_with_default(
+                np.ones(NUM_CLASSES[task], np.float32), [NUM_CLASSES[task]], 'class_weights_' + TASK_NAMES[task])
             mask_weights = mask * tf.reduce_sum(labels * self.class_weights[task], axis=1)
             xent = tf.nn.softmax_cross_entropy_with_logits_v2(labels=targets, logits=self.logits[task])
             self.task_loss[task] = tf.reduce_sum(xent * mask_weights) / tf.maximum(tf.reduce_sum(mask_weights), 1e-6)
@@ -308,7 +310,8 @@ class Multitask_BKNet(object):
         except CheckpointError:
             raise
         except Exception as err:  # zipfile, zlib and format errors of a truncated or damaged file
-            raise CheckpointError('%s: not a readable weights file (%s: %s)' % (path, type(err).__name__, _first_line(err)))
+            raise CheckpointError('%s: not a readable weights file (%s: %s)'
+                                  % (path, type(err).__name__, _first_line(err)))
 
     def _restore_or_initialize(self, ckpt_dir):
         """Resume the newest checkpoint in ckpt_dir that restores, found from the files themselves.
@@ -676,7 +679,9 @@ def load_config(path):
         if not isinstance(saved, dict):
             raise ValueError('expected a JSON object')
         # Older runs saved max_steps; a smoke run's cap must not stop every later run of the folder.
-        return resolve_config({k: v for k, v in saved.items() if k not in INVOCATION_KEYS})
+        saved = {k: v for k, v in saved.items() if k not in INVOCATION_KEYS}
+        # A run saved before a key existed trained without it: resume it as it was.
+        return resolve_config(dict(BEFORE_THE_KEY, **saved))
     except (ValueError, TypeError) as err:
         raise CheckpointError('%s: not a valid config (%s)' % (config_path, err))
 

@@ -254,3 +254,10 @@ def test_a_saved_max_steps_is_ignored(tmp_path):
     cfg = model.load_config(str(tmp_path))
     assert (cfg['max_steps'], cfg['epochs']) == (0, 2)
     assert 'max_steps' not in model.saved_config(model.resolve_config(max_steps=7))
+
+
+def test_a_config_from_before_validation_and_the_average_resumes_as_it_was(tmp_path):
+    (tmp_path / model.CONFIG_FILE).write_text(json.dumps({'epochs': 2}))
+    cfg = model.load_config(str(tmp_path))
+    assert (cfg['validation_fraction'], cfg['ema_decay']) == (0.0, 0.0)
+    assert model.resolve_config()['ema_decay'] == config.DEFAULTS['ema_decay'] > 0  # new runs keep the average
