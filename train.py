@@ -1,6 +1,6 @@
 """Train Multitask BKNet from the command line.
 
-  python train.py --demo                  make the demo data if missing, then train on it (~2 min)
+  python train.py --demo                  make the demo data if missing, then train on it (~1 min)
   python train.py --data-dir data --epochs 10 --lr 0.01
   python train.py --max-steps 20          a cheap smoke run
   python train.py --fresh                 ignore (and remove) the checkpoints in --checkpoint-dir
