@@ -58,6 +58,11 @@ def test_a_smoke_runs_cap_does_not_stop_the_next_run(demo_dir, tmp_path, capsys)
     assert _progress(ckpt_dir) == (steps_per_epoch, [1, 0])
     assert (saved['batch_size'], saved['epochs'], saved['augment']) == (64, 1, False)
     assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-2') in capsys.readouterr().out
+    # resumed again with a new flag: the saved config, that flag overriding it
+    assert train.main(common + ['--epochs', '2', '--max-steps', str(steps_per_epoch + 1)]) == 0
+    saved = model.load_config(ckpt_dir)
+    assert (saved['batch_size'], saved['epochs'], saved['augment']) == (64, 2, False)
+    assert _progress(ckpt_dir) == (steps_per_epoch + 1, [1, 1])
 
 
 def test_missing_data_is_one_line_naming_the_file(tmp_path):
