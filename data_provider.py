@@ -86,12 +86,14 @@ class Dataset(object):
         for t in TASKS:
             end = start + self.task_sizes[t]
             images, labels = data.pop(t)
+            path = data_utils.split_path(data_dir, t, data_utils.DATA_TYPES[data_type][t])
             if isinstance(images, np.memmap):
-                path = data_utils.split_path(data_dir, t, data_utils.DATA_TYPES[data_type][t])
                 del images, labels
                 data_utils.load_split(path, out=(self.images[start:end], self.labels[start:end]))
             else:  # a pickled file, already read
                 self.images[start:end], self.labels[start:end] = images, labels
+            # a label out of range would train silently as another class
+            data_utils.check_labels(self.labels[start:end], t, path)
             start = end
         if validation_fraction is None:
             validation_fraction = VALIDATION_FRACTION if data_type == 'validation' else 0.0

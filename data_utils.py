@@ -46,6 +46,7 @@ DATA_TYPES = {
     'validation': {SMILE: 'train', EMOTION: 'public_test', GENDER: 'train'},
 }
 VALIDATION_TASKS = (SMILE, GENDER)
+TEMP_PREFIX = '.tmp-'  # save_split writes a hidden temp file, then renames it into place
 VALIDATION_SEED = 2017  # fixed, not the training seed: every run holds out the same faces
 PREPARE_HINT = {
     SMILE: 'python prepare_data.py --task smile --npz ... (or --genki DIR), or --demo',
@@ -200,7 +201,7 @@ def save_split(path, images, labels, task, force=False):
     records['label'] = labels
     folder = os.path.dirname(path) or '.'
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix='.npy')
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix='.npy')
     try:
         with os.fdopen(fd, 'wb') as f:
             np.save(f, records, allow_pickle=False)
@@ -234,7 +235,8 @@ def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=Tr
 
     Returns {task: (images uint8 (N,48,48), labels int64 (N,))}. Prints the handout's lines,
     which report each task's train count whatever data_type is asked for. mmap=True maps the
-    files instead of reading them (pickled files are still read).
+    files instead of reading them (pickled files are still read); labels read into memory are
+    range-checked here, mapped ones are left to the reader (Dataset, evaluate) so the file is read once.
     """
     if data_type not in DATA_TYPES:
         raise ValueError('data_type must be one of %s, got %r' % (', '.join(DATA_TYPES), data_type))
@@ -247,7 +249,8 @@ def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=Tr
         if verbose:
             print('Load %s image%s' % (name, '.' * (18 if task == EMOTION else 19)))  # as the handout prints
         data[task] = load_split(path, mmap=mmap, allow_pickle=allow_pickle)
-        check_labels(data[task][1], task, path)  # a label out of range would train silently as another class
+        if not mmap:  # mapped labels are checked by whoever reads them (reading them here reads the whole file)
+            check_labels(data[task][1], task, path)
         if verbose:
             train = split_path(data_dir, task, 'train')
             n_train = len(data[task][0]) if split == 'train' else (

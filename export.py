@@ -43,8 +43,6 @@ import config  # noqa: E402  (light: no TensorFlow)
 if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
     config.exit_on_interrupt()
 
-import numpy as np  # noqa: E402
-
 from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES, TASKS  # noqa: E402
 
 tf = config.import_tf()
@@ -79,9 +77,10 @@ class ServingNet(model.Multitask_BKNet):
         views = []
         for mirrored, dy, dx in self.views:  # model.shift_faces as gathers: the border pixels repeated
             view = faces[:, :, ::-1] if mirrored else faces
-            rows = np.clip(np.arange(IMAGE_SIZE) - dy, 0, IMAGE_SIZE - 1)
-            cols = np.clip(np.arange(IMAGE_SIZE) - dx, 0, IMAGE_SIZE - 1)
-            views.append(tf.gather(tf.gather(view, rows, axis=1), cols, axis=2))
+            if dy or dx:
+                view = tf.gather(tf.gather(view, model.shift_index(IMAGE_SIZE, dy), axis=1),
+                                 model.shift_index(IMAGE_SIZE, dx), axis=2)
+            views.append(view)
         self.input_images = tf.concat(views, axis=0)[..., None]
 
 

@@ -14,7 +14,8 @@ Public names:
     .evaluate_inference_weights(dataset)   evaluate() with the moving average of the weights, if kept
   resolve_config(config=None, **overrides) -> dict of config.DEFAULTS with the overrides applied
   learning_rate(cfg, step, steps_per_epoch) -> the schedule's rate at a global step
-  tta_views(views), shift_faces(images, dy, dx)   the test-time views: (mirrored, dy, dx) and the shift
+  tta_views(views), shift_faces(images, dy, dx), shift_index(size, shift)   the test-time views:
+                       (mirrored, dy, dx), the shift, and its gather indices (also for export's graph)
   find_checkpoints(folder)   checkpoint prefixes newest first, from the files (not the state file)
   saved_config(cfg)    what config.json keeps (not max_steps)
   find_weights(path), load_config(path)   what a checkpoint folder / prefix / .npz holds
@@ -143,13 +144,16 @@ def tta_views(views):
     raise ValueError('views must be 1, 2 or 18, got %r' % (views,))
 
 
+def shift_index(size, shift):
+    """The source index of each of `size` positions moved by `shift`, the border repeated."""
+    return np.clip(np.arange(size) - shift, 0, size - 1)
+
+
 def shift_faces(images, dy, dx):
     """Faces (N, H, W) moved dy pixels down and dx right, the border rows and columns repeated."""
     if not dy and not dx:
         return images
-    rows = np.clip(np.arange(images.shape[1]) - dy, 0, images.shape[1] - 1)
-    cols = np.clip(np.arange(images.shape[2]) - dx, 0, images.shape[2] - 1)
-    return images[:, rows][:, :, cols]
+    return images[:, shift_index(images.shape[1], dy)][:, :, shift_index(images.shape[2], dx)]
 
 
 def _shape_str(tensor):
@@ -381,13 +385,14 @@ class Multitask_BKNet(object):
             images = data_utils.normalize(images)
         images = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
         total = {t: np.zeros((len(images), NUM_CLASSES[t]), np.float64) for t in TASKS}
-        for flip, dy, dx in tta_views(views):
+        views = tta_views(views)
+        for flip, dy, dx in views:
             view = shift_faces(images[:, :, ::-1] if flip else images, dy, dx)[..., None]
             for start in range(0, len(view), batch_size):
                 probs = self.sess.run(self.probabilities, {self.input_images: view[start:start + batch_size]})
                 for task in TASKS:
                     total[task][start:start + batch_size] += probs[task]
-        return {t: (p / len(tta_views(views))).astype(np.float32) for t, p in total.items()}
+        return {t: (p / len(views)).astype(np.float32) for t, p in total.items()}
 
     # ------------------------------------------------------------------ training
 

@@ -276,7 +276,7 @@ def _report(path, labels, task):
 
 # ----------------------------------------------------------------------------- shared helpers
 
-TEMP_PREFIX = '.tmp-'  # data_utils.save_split's temp files, and the staged files of _write
+TEMP_PREFIX = data_utils.TEMP_PREFIX  # save_split's temp files, and the staged files of _write
 
 
 def _outputs(data_dir, task):
