@@ -277,3 +277,20 @@ def test_folders_of_a_killed_run_are_removed_by_the_next(demo_checkpoint, demo_d
     assert 'removed 1 folder(s) left by an interrupted run: %s' % leftover in stdout.splitlines()
     assert sorted(os.listdir(tmp_path)) == sorted([evaluate.REPORT_FILE, evaluate.CURVES_FILE] +
                                                   [evaluate.PLOT_FILE % TASK_NAMES[t] for t in (SMILE, EMOTION, GENDER)])
+
+
+def test_validation_scores_the_held_out_tenth_and_public_test(demo_checkpoint, demo_dir, tmp_path):
+    code, stdout, stderr = run_main(['--checkpoint', demo_checkpoint, '--data-dir', demo_dir, '--validation',
+                                     '--out', str(tmp_path)])
+    assert code == 0, stderr
+    with open(os.path.join(str(tmp_path), evaluate.REPORT_FILE)) as f:
+        report = json.load(f)
+    assert report['validation'] is True
+    counts = {}
+    for task, split in ((SMILE, 'train'), (GENDER, 'train'), (EMOTION, 'public_test')):
+        labels = np.load(data_utils.split_path(demo_dir, task, split))['label']
+        held = sum(round(0.1 * n) for n in np.bincount(labels)) if split == 'train' else len(labels)
+        counts[(TASK_NAMES[task], 'public_test' if task == EMOTION else 'validation')] = held
+    assert {(r['task'], r['split']): r['images'] for r in report['results']} == counts
+    for (task, split), n in counts.items():
+        assert any(line.startswith('%s %s' % (task, split)) and ' %d ' % n in line for line in stdout.splitlines())

@@ -291,3 +291,22 @@ def test_ctrl_c_at_start_up_is_one_line(files, tmp_path):
     out = tmp_path / 'annotated.jpg'
     assert_interrupted(run_interrupted('predict.py', 'import tensorflow', files['faces.jpg'], '--out', out))
     assert not out.exists()
+
+
+def test_tta_views_average_each_face_over_its_views(demo_checkpoint, predictor, files):
+    picture = predict.read_image(files['faces.jpg'])
+    boxes, crops = predictor.crops(picture)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        averaged = predict.Predictor(session, demo_checkpoint, views=18)(picture)
+    expected = predictor.net.predict(np.stack(crops), views=18)
+    assert [box for box, _ in averaged] == boxes and len(boxes) == 3
+    for i, (_, probabilities) in enumerate(averaged):
+        for task in TASKS:
+            np.testing.assert_allclose(probabilities[task], expected[task][i], atol=1e-6)
+    plain = predictor(picture)
+    assert max(np.abs(a[1][t] - p[1][t]).max() for a, p in zip(averaged, plain) for t in TASKS) > 1e-3
+    code, out, _ = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint, '--json', '--tta-views', '18'])
+    assert code == 0
+    faces = json.loads(out)[0]['faces']
+    smile = [f['smile']['probabilities']['smile'] for f in faces]
+    np.testing.assert_allclose(smile, [round(float(p[SMILE][1]), 4) for _, p in averaged], atol=1e-4)
