@@ -24,8 +24,8 @@ is the same; GENKI-4K files are sorted by label, so a first-N split would be wro
   WIKI      30,000 train and 4,118 test, the course's sizes. With fewer than 34,118 usable images
             the same 88/12 ratio is used (test = round(N * 4118 / 34118)); with more, the surplus
             is left out and the report says how many.
-GENKI-4K and WIKI faces are cropped around the largest Haar face (with FACE_MARGIN); when Haar
-finds none, the largest centred square is used instead, and the report counts those images.
+GENKI-4K and WIKI faces are cropped around the largest Haar face (faces.py, with its FACE_MARGIN);
+when Haar finds none, the largest centred square is used instead, and the report counts those images.
 
 Public functions:
   demo_faces(task, labels, rng)   draw synthetic 48x48 faces whose look encodes the task's labels
@@ -37,9 +37,8 @@ Public functions:
   stratified_split(labels, n_test, seed, n_train=None)   the seeded, class-balanced split used here
   wiki_split_sizes(n)             (train, test) sizes for n usable WIKI images
   import_course(folder, data_dir, force, allow_pickle)   the course's pickled folder -> all tasks
-  detect_faces(gray)              Haar face boxes (x, y, w, h), largest first (shared with predict.py)
-  preprocess_face(image, box=None)          any face picture -> 48x48 uint8 (shared with predict.py)
-  crop_largest_face(image)        -> (48x48 face, found): the largest face, or the centre square
+  preprocess_face(image, box=None)          any face picture -> 48x48 uint8 (faces.py's, shared with predict.py)
+  crop_largest_face(image)        -> (48x48 face, found): the largest Haar face, or the centre square
 """
 import glob
 import gzip
@@ -60,6 +59,7 @@ from tqdm import tqdm  # noqa: E402
 from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
 import data_utils  # noqa: E402
 from data_utils import DataError  # noqa: E402
+from faces import detect_faces, preprocess_face, to_gray  # noqa: E402
 
 TASK_BY_NAME = {name: task for task, name in TASK_NAMES.items()}
 # Split names found in public archives -> the layout's split of each task.
@@ -73,8 +73,6 @@ DEMO_SIZES = {  # (train, each test split) per task: small enough to train in ~2
     EMOTION: (2100, 350),
     GENDER: (1200, 300),
 }
-FACE_MARGIN = 0.2  # fraction of the detected box added on each side before resizing
-HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
 GENKI_TEST = 1000
 WIKI_TRAIN, WIKI_TEST = 30000, 4118
 FER_USAGE = {'Training': 'train', 'PublicTest': 'public_test', 'PrivateTest': 'private_test'}
@@ -83,82 +81,11 @@ PIXELS = IMAGE_SIZE * IMAGE_SIZE
 
 # ----------------------------------------------------------------------------- faces
 
-_cascade = None
-
-
-def _haar():
-    global _cascade
-    if _cascade is None:
-        path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise DataError('%s: cannot load the Haar cascade (is opencv-python installed?)' % path)
-        _cascade = cascade
-    return _cascade
-
-
-def _to_gray(image):
-    """Gray, BGR, BGRA or (H,W,1) picture -> (H,W) uint8."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    elif image.ndim == 3 and image.shape[2] in (3, 4):
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-    if image.ndim != 2:
-        raise ValueError('expected a gray (H,W) or colour (H,W,3|4) picture, got shape %s' % (image.shape,))
-    return image
-
-
-def detect_faces(gray, scale_factor=1.1, min_neighbors=5, min_size=24, max_side=640):
-    """Faces in a picture as [(x, y, w, h), ...] in its own pixel coordinates, largest first.
-
-    OpenCV's bundled frontal-face Haar cascade. Pictures larger than max_side pixels are searched
-    at that size (faster, same faces); min_size is the smallest face side at the search size.
-    """
-    gray = _to_gray(gray)
-    if gray.dtype != np.uint8:
-        gray = np.clip(gray, 0, 255).astype(np.uint8)
-    h, w = gray.shape
-    scale = min(1.0, float(max_side) / max(h, w))
-    small = gray if scale == 1.0 else cv2.resize(
-        gray, (max(1, int(round(w * scale))), max(1, int(round(h * scale)))), interpolation=cv2.INTER_AREA)
-    found = _haar().detectMultiScale(small, scaleFactor=scale_factor, minNeighbors=min_neighbors,
-                                     minSize=(min_size, min_size))
-    boxes = [tuple(int(round(v / scale)) for v in box) for box in np.reshape(found, (-1, 4))]
-    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
-
-
-def preprocess_face(image, box=None):
-    """A face picture (gray or BGR, any size) -> 48x48 uint8 gray.
-
-    With a box (x, y, w, h): a square of the box's longer side plus FACE_MARGIN on each side,
-    centred on the box; near an edge the square is moved inside the picture (and shrunk to the
-    picture's shorter side if it is larger), so the face is never stretched. Without a box: the
-    largest centred square. Then resized with INTER_AREA.
-    """
-    image = _to_gray(image)
-    height, width = image.shape
-    if box is not None:
-        x, y, w, h = [int(v) for v in box]
-        side = int(round(max(w, h) * (1 + 2 * FACE_MARGIN)))
-        cx, cy = x + w // 2, y + h // 2
-    else:
-        side = min(height, width)
-        cx, cy = width // 2, height // 2
-    side = max(1, min(side, height, width))
-    x0 = int(np.clip(cx - side // 2, 0, width - side))
-    y0 = int(np.clip(cy - side // 2, 0, height - side))
-    image = image[y0:y0 + side, x0:x0 + side]
-    if image.shape != (IMAGE_SIZE, IMAGE_SIZE):
-        image = cv2.resize(image, (IMAGE_SIZE, IMAGE_SIZE), interpolation=cv2.INTER_AREA)
-    return image.astype(np.uint8)
-
-
 def crop_largest_face(image):
     """-> (48x48 uint8 face, found): the largest Haar face, or the centred square when none is found."""
-    gray = _to_gray(image)
-    faces = detect_faces(gray)
-    return preprocess_face(gray, faces[0] if faces else None), bool(faces)
+    gray = to_gray(image)
+    boxes = detect_faces(gray, 'haar')
+    return preprocess_face(gray, boxes[0] if boxes else None), bool(boxes)
 
 
 def _read_gray(path):

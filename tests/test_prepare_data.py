@@ -14,6 +14,7 @@ import scipy.io
 
 import data_provider
 import data_utils
+import faces
 import prepare_data
 from config import EMOTION, GENDER, SMILE, TASKS
 from conftest import ROOT, assert_interrupted, handout_all_data_cell, run_interrupted
@@ -198,7 +199,7 @@ def face_picture(rng, task, label, size=200, face=120, tries=60):
         canvas[y:y + face, x:x + face] = cv2.resize(small, (face, face), interpolation=cv2.INTER_CUBIC)
         ok, jpeg = cv2.imencode('.jpg', canvas, [cv2.IMWRITE_JPEG_QUALITY, 95])
         gray = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
-        boxes = prepare_data.detect_faces(gray)
+        boxes = faces.detect_faces(gray, 'haar')
         centre = (x + face / 2.0, y + face / 2.0)
         if boxes:
             bx, by, bw, bh = boxes[0]
@@ -212,41 +213,25 @@ def faceless_picture():
     canvas = np.tile(np.linspace(0, 255, 300).astype(np.uint8), (200, 1))
     ok, jpeg = cv2.imencode('.jpg', canvas, [cv2.IMWRITE_JPEG_QUALITY, 95])
     gray = cv2.imdecode(jpeg, cv2.IMREAD_GRAYSCALE)
-    assert prepare_data.detect_faces(gray) == []
+    assert faces.detect_faces(gray, 'haar') == []
     centre_square = gray[:, 50:250]  # the largest centred square, computed here independently
     return jpeg.tobytes(), gray, cv2.resize(centre_square, (48, 48), interpolation=cv2.INTER_AREA)
 
 
-def test_detect_faces_finds_a_drawn_face_and_sorts_largest_first():
+def test_haar_finds_a_drawn_face_and_sorts_largest_first():
     rng = np.random.RandomState(3)
     _, gray, centre = face_picture(rng, SMILE, 1)
-    boxes = prepare_data.detect_faces(gray)
+    boxes = faces.detect_faces(gray, 'haar')
     x, y, w, h = boxes[0]
     assert 60 <= w <= 160 and abs(x + w / 2.0 - centre[0]) < 20  # the 120 px face, not some blob
     areas = [b[2] * b[3] for b in boxes]
     assert areas == sorted(areas, reverse=True)
     big = cv2.resize(gray, (1000, 1000), interpolation=cv2.INTER_LINEAR)  # searched at 640 px, boxes in 1000 px
-    bx, by, bw, bh = prepare_data.detect_faces(big)[0]
+    bx, by, bw, bh = faces.detect_faces(big, 'haar')[0]
     assert abs((bx + bw / 2.0) / 5.0 - centre[0]) < 20 and abs((by + bh / 2.0) / 5.0 - centre[1]) < 20
-    assert prepare_data.detect_faces(np.full((100, 100), 128, np.uint8)) == []
+    assert faces.detect_faces(np.full((100, 100), 128, np.uint8), 'haar') == []
     colour = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR)
-    assert prepare_data.detect_faces(colour) == boxes
-
-
-def test_preprocess_face_crops_square_with_margin_and_never_stretches():
-    picture = np.arange(200 * 300, dtype=np.int64).reshape(200, 300) % 251
-    picture = picture.astype(np.uint8)
-    box = (100, 50, 50, 50)  # a 50 px box: 70 px square with the 20 % margin on each side
-    expected = cv2.resize(picture[40:110, 90:160], (48, 48), interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(prepare_data.preprocess_face(picture, box), expected)
-    corner = (0, 0, 50, 50)  # near an edge the square moves inside the picture
-    expected = cv2.resize(picture[0:70, 0:70], (48, 48), interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(prepare_data.preprocess_face(picture, corner), expected)
-    centre = cv2.resize(picture[:, 50:250], (48, 48), interpolation=cv2.INTER_AREA)
-    np.testing.assert_array_equal(prepare_data.preprocess_face(picture), centre)
-    np.testing.assert_array_equal(prepare_data.preprocess_face(picture[..., None]), centre)
-    same = np.random.RandomState(0).randint(0, 256, (48, 48)).astype(np.uint8)
-    np.testing.assert_array_equal(prepare_data.preprocess_face(same), same)
+    assert faces.detect_faces(colour, 'haar') == boxes
 
 
 # ----------------------------------------------------------------------------- GENKI-4K
@@ -269,7 +254,7 @@ def genki(tmp_path_factory):
             blank = crop
         else:
             jpeg, gray, _ = face_picture(rng, SMILE, label)
-            crop = prepare_data.preprocess_face(gray, prepare_data.detect_faces(gray)[0])
+            crop = prepare_data.preprocess_face(gray, faces.detect_faces(gray, 'haar')[0])
         (root / 'files' / ('file%04d.jpg' % n)).write_bytes(jpeg)
         expected[crop.tobytes()] = label
         lines.append('%d %.6f %.6f %.6f' % (label, rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)))
@@ -391,7 +376,7 @@ def wiki(tmp_path_factory):
             blank = crop
         else:
             jpeg, gray, _ = face_picture(rng, GENDER, int(gender), size=180, face=110)
-            crop = prepare_data.preprocess_face(gray, prepare_data.detect_faces(gray)[0])
+            crop = prepare_data.preprocess_face(gray, faces.detect_faces(gray, 'haar')[0])
         path = root.joinpath(*rel.split('/'))
         path.parent.mkdir(exist_ok=True)
         path.write_bytes(jpeg)
