@@ -2,6 +2,7 @@
 
 Public names:
   TASKS, SMILE, EMOTION, GENDER   task indexes as stored beside each sample (1, 2, 3)
+  task_indexes(names)             task names ('smile', ...) -> their indexes, in TASKS order
   NUM_CLASSES, CLASS_NAMES, TASK_NAMES, LABEL_WIDTH
   IMAGE_SIZE                      faces are IMAGE_SIZE x IMAGE_SIZE grayscale
   DEFAULTS                        training / model defaults; every CLI flag overrides one
@@ -31,6 +32,15 @@ CLASS_NAMES = {
 }
 LABEL_WIDTH = max(NUM_CLASSES.values())  # one-hot labels are 7 wide; smile/gender use the first 2
 
+def task_indexes(names):
+    """('gender', 'smile') -> (SMILE, GENDER): task names to indexes, in TASKS order; ValueError if unknown."""
+    by_name = {name: task for task, name in TASK_NAMES.items()}
+    unknown = [n for n in names if n not in by_name]
+    if unknown:
+        raise ValueError('unknown task(s) %s: choose from %s' % (', '.join(map(repr, unknown)), ', '.join(by_name)))
+    return tuple(t for t in TASKS if TASK_NAMES[t] in names)
+
+
 DEFAULTS = dict(
     data_dir='data',
     checkpoint_dir='checkpoints',
@@ -45,7 +55,9 @@ DEFAULTS = dict(
     keep_prob=0.5,
     augment=True,
     aug_pad=10,                 # pad + random crop shift, pixels
+    tasks=('smile', 'emotion', 'gender'),  # the heads the network has (any non-empty subset)
     task_weights=(1.0, 1.0, 1.0),  # smile, emotion, gender: copies of each train set per epoch
+    task_weighting='fixed',     # 'fixed': the heads' losses add up; 'uncertainty': learned weights (Kendall et al.)
     seed=1234,
     validation_fraction=0.1,    # smile / gender train share held out to judge epochs (emotion: PublicTest); 0: test
     ema_decay=0.999,            # evaluate, keep as best and ship a moving average of the weights; 0 = off

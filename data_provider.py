@@ -1,7 +1,7 @@
 """The practice's data provider: one Dataset mixing the three tasks.
 
 Public names:
-  Dataset(data_type='train'|'validation'|'public_test'|'private_test', batch_size=128, ...)
+  Dataset(data_type='train'|'validation'|'public_test'|'private_test', batch_size=128, ..., tasks=TASKS)
     .all_data   sequence of (img float32 48x48x1, one-hot label (7,), task index) like the handout's list
     .gen(start_batch=0)   one epoch of (batch_images, batch_labels, batch_indexes); reshuffled per call
     .reseed(seed)         restart the random stream (training seeds each epoch from (seed, epoch))
@@ -60,13 +60,18 @@ class Dataset(object):
     augment: random shift/flip/rotation of training batches (never use it on a test set).
     task_weights: (smile, emotion, gender) copies of each task's samples per epoch; 2.5 means
       two full passes plus a random half. Only for training.
+    tasks: the task indexes to read (default all three; a single-task model reads one).
     """
 
     def __init__(self, data_type='train', batch_size=128, data_dir='data', shuffle=None, augment=False,
                  aug_pad=10, task_weights=None, seed=None, allow_pickle=False, verbose=True,
-                 validation_fraction=None):
+                 validation_fraction=None, tasks=TASKS):
         # Mapped, not read: only the headers are touched here, the pixels are read once, below.
-        data = data_utils.read_data(data_dir, data_type, allow_pickle=allow_pickle, verbose=verbose, mmap=True)
+        self.tasks = tuple(t for t in TASKS if t in tasks)
+        if not self.tasks:
+            raise ValueError('tasks needs at least one of %s, got %r' % (TASKS, tasks))
+        data = data_utils.read_data(data_dir, data_type, allow_pickle=allow_pickle, verbose=verbose, mmap=True,
+                                    tasks=self.tasks)
         self.data_type = data_type
         self.batch_size = int(batch_size)
         self.shuffle = (data_type == 'train') if shuffle is None else bool(shuffle)
@@ -76,14 +81,14 @@ class Dataset(object):
         if self.task_weights is not None and (len(self.task_weights) != len(TASKS) or min(self.task_weights) < 0):
             raise ValueError('task_weights needs %d non-negative numbers, got %r' % (len(TASKS), task_weights))
         self.rng = np.random.RandomState(seed)
-        self.task_sizes = {t: len(data[t][1]) for t in TASKS}
+        self.task_sizes = {t: len(data[t][1]) for t in self.tasks}
         total = sum(self.task_sizes.values())
         # One array for all tasks, filled file by file in small chunks, so the pixels are held in
         # memory once (loading whole files and concatenating them would peak at twice the size).
         self.images = np.empty((total, IMAGE_SIZE, IMAGE_SIZE), dtype=np.uint8)
         self.labels = np.empty(total, dtype=np.int64)
         start = 0
-        for t in TASKS:
+        for t in self.tasks:
             end = start + self.task_sizes[t]
             images, labels = data.pop(t)
             path = data_utils.split_path(data_dir, t, data_utils.DATA_TYPES[data_type][t])
@@ -101,12 +106,12 @@ class Dataset(object):
             self._hold_out(validation_fraction, keep_held_out=data_type == 'validation')
         elif data_type == 'validation':
             raise ValueError("'validation' needs a validation_fraction above 0, got %r" % validation_fraction)
-        self.indexes = np.concatenate([np.full(self.task_sizes[t], t, dtype=np.float32) for t in TASKS])
+        self.indexes = np.concatenate([np.full(self.task_sizes[t], t, dtype=np.float32) for t in self.tasks])
         self.all_data = _AllData(self)
 
     def _hold_out(self, fraction, keep_held_out):
         keep, start = [], 0
-        for t in TASKS:
+        for t in self.tasks:
             end = start + self.task_sizes[t]
             if t in data_utils.VALIDATION_TASKS:
                 held = data_utils.validation_mask(self.labels[start:end], fraction)
@@ -128,6 +133,8 @@ class Dataset(object):
         else:
             parts, start = [], 0
             for task, weight in zip(TASKS, self.task_weights):
+                if task not in self.tasks:
+                    continue
                 n = self.task_sizes[task]
                 whole, frac = int(weight), weight - int(weight)
                 parts += [np.arange(start, start + n)] * whole
@@ -145,7 +152,7 @@ class Dataset(object):
         if self.task_weights is None:
             return len(self.labels)
         return sum(int(w) * self.task_sizes[t] + int(round((w - int(w)) * self.task_sizes[t]))
-                   for t, w in zip(TASKS, self.task_weights))
+                   for t, w in zip(TASKS, self.task_weights) if t in self.tasks)
 
     def gen(self, start_batch=0):
         """Yield one epoch of (images (B,48,48,1) float32, labels (B,7) float32, indexes (B,) float32).

@@ -13,7 +13,7 @@ Public functions:
   save_split(path, images, labels, task, force=False)   validated, atomic write
   check_images(images, labels, task, source)            the validation save_split uses
   count_split(path)                      number of records, without reading the pixels
-  read_data(data_dir, data_type, mmap=False)   the handout's loader: prints its "Load ... Done !" lines
+  read_data(data_dir, data_type, mmap=False, tasks=TASKS)   the handout's loader: prints its "Load ... Done !" lines
   check_labels(labels, task, source)     DataError unless every label is in the task's range
   validation_mask(labels, fraction)      the stratified, seeded held-out part of a train split
   VALIDATION_TASKS                       the tasks whose validation part is carved from their train split
@@ -26,7 +26,7 @@ import tempfile
 
 import numpy as np
 
-from config import EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES
+from config import EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
 
 RECORD_DTYPE = np.dtype([('image', 'u1', (IMAGE_SIZE, IMAGE_SIZE)), ('label', '<i8')])
 
@@ -230,8 +230,8 @@ def to_pixels(images):
     return np.clip(np.rint(images), 0, 255).astype(np.uint8)
 
 
-def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=True, mmap=False):
-    """Load the three tasks' splits that make up data_type.
+def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=True, mmap=False, tasks=TASKS):
+    """Load the splits that make up data_type, of the three tasks or of those in `tasks`.
 
     Returns {task: (images uint8 (N,48,48), labels int64 (N,))}. Prints the handout's lines,
     which report each task's train count whatever data_type is asked for. mmap=True maps the
@@ -242,6 +242,8 @@ def read_data(data_dir='data', data_type='train', allow_pickle=False, verbose=Tr
         raise ValueError('data_type must be one of %s, got %r' % (', '.join(DATA_TYPES), data_type))
     data = {}
     for task, split in DATA_TYPES[data_type].items():
+        if task not in tasks:
+            continue
         name = TASK_NAMES[task]
         path = split_path(data_dir, task, split)
         if not os.path.isfile(path):

@@ -4,9 +4,11 @@
   python evaluate.py --checkpoint checkpoints/demo    data from the data_dir in its config.json (--data-dir overrides)
   python evaluate.py --tta                            also the test-time-average numbers (--tta-views, default 18)
   python evaluate.py --limit 50                       smoke test: the first 50 faces of each split
+  python evaluate.py --tasks emotion                  only these of the model's heads (default: all it has)
   python evaluate.py --out reports/demo               where evaluation.json and the PNGs go
 
-Evaluates smile test, emotion public_test and private_test and gender test in inference mode
+Evaluates smile test, emotion public_test and private_test and gender test (those of the tasks the
+model has heads for: a single-task model is evaluated on its own task) in inference mode
 (batch norm with its moving averages, no dropout), prints one table and writes to --out (default:
 the checkpoint's folder) evaluation.json and one confusion matrix per task ({task}_confusion.png;
 the emotion one shows both test splits), plus the training curves of a training folder. The
@@ -22,11 +24,12 @@ Public functions:
   accuracy(labels, predictions)
   per_class_accuracy(labels, predictions, num_classes)  (C,) recalls, NaN for a class without samples
   balanced_accuracy(labels, predictions, num_classes)   mean of the per-class accuracies present
-  load_test_sets(data_dir, limit=None)   {(task, split): (images, labels)} for EVAL_SPLITS
-  load_validation_sets(data_dir, limit=None)   the same for VALIDATION_SPLITS (Dataset('validation'))
+  load_test_sets(data_dir, limit=None, tasks=TASKS)   {(task, split): (images, labels)} for EVAL_SPLITS
+  load_validation_sets(data_dir, limit=None, tasks=TASKS)   the same for VALIDATION_SPLITS (Dataset('validation'))
+  check_tasks(net, tasks=None, source)  the tasks to evaluate; CheckpointError for a head the model lacks
   tta_label(views)                       '+ flip TTA' or '+ 18-view TTA': how tables and plots name a test-time average
-  evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False)
-                                         -> the report (what evaluation.json holds)
+  evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False, tasks=None)
+                                         -> the report (what evaluation.json holds); tasks: net.tasks
   format_table(report)                   the printed table
   plot_confusion(path, task, panels)     one PNG of [(title, matrix), ...] side by side
   write_outputs(report, out_dir, curves=None)   evaluation.json and the PNGs
@@ -49,10 +52,11 @@ if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line 
 
 import numpy as np  # noqa: E402
 
-from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES  # noqa: E402
+from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
 
-# oneDNN on: at batch 256 it is ~15% faster here (predict.py, at batch 1, turns it off).
-tf = config.import_tf(onednn=True)
+if __name__ == '__main__':  # oneDNN on for this command: at batch 256 it is ~15% faster here; an importer keeps its choice
+    config.import_tf(onednn=True)
+tf = config.import_tf()
 
 import data_provider  # noqa: E402
 import data_utils  # noqa: E402
@@ -94,22 +98,26 @@ def balanced_accuracy(labels, predictions, num_classes):
 
 # ----------------------------------------------------------------------------- evaluation
 
-def load_validation_sets(data_dir, limit=None, fraction=data_provider.VALIDATION_FRACTION):
+def load_validation_sets(data_dir, limit=None, fraction=data_provider.VALIDATION_FRACTION, tasks=TASKS):
     """The data that picks epochs and recipes (Dataset('validation')), as load_test_sets returns them."""
-    dataset = data_provider.Dataset('validation', data_dir=data_dir, validation_fraction=fraction, verbose=False)
+    dataset = data_provider.Dataset('validation', data_dir=data_dir, validation_fraction=fraction, verbose=False,
+                                    tasks=tasks)
     sets = {}
     for task, split in VALIDATION_SPLITS:
+        if task not in tasks:
+            continue
         rows = dataset.indexes == task
         sets[(task, split)] = dataset.images[rows][:limit], dataset.labels[rows][:limit]
     return sets
 
 
-def load_test_sets(data_dir, limit=None):
-    """The test splits of the handout's two test data types, each cut to its first `limit` faces."""
+def load_test_sets(data_dir, limit=None, tasks=TASKS):
+    """The test splits of the handout's two test data types (of `tasks`), each cut to its first `limit` faces."""
     sets = {}
     for data_type in ('public_test', 'private_test'):
         # mmap: smile and gender appear in both data types but are only read once, below
-        for task, (images, labels) in data_utils.read_data(data_dir, data_type, verbose=False, mmap=True).items():
+        data = data_utils.read_data(data_dir, data_type, verbose=False, mmap=True, tasks=tasks)
+        for task, (images, labels) in data.items():
             split = data_utils.DATA_TYPES[data_type][task]
             images, labels = np.array(images[:limit]), np.array(labels[:limit])
             data_utils.check_images(images, labels, task, data_utils.split_path(data_dir, task, split))
@@ -136,15 +144,20 @@ def _number(value):
     return None if np.isnan(value) else float(value)
 
 
-def evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False):
+def evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False, tasks=None):
     """Evaluate net on EVAL_SPLITS (or VALIDATION_SPLITS); returns the report written to evaluation.json.
 
     tta: also score the mean probabilities of tta_views test-time views (model.tta_views).
+    tasks: the task indexes to evaluate, all of the net's heads by default; CheckpointError names one it has not.
     """
-    sets = load_validation_sets(data_dir, limit) if validation else load_test_sets(data_dir, limit)
+    tasks = check_tasks(net, tasks)
+    sets = (load_validation_sets(data_dir, limit, tasks=tasks) if validation else
+            load_test_sets(data_dir, limit, tasks=tasks))
     results = []
     start = time.time()
     for task, split in VALIDATION_SPLITS if validation else EVAL_SPLITS:
+        if task not in tasks:
+            continue
         images, labels = sets[(task, split)]
         result = dict(task=TASK_NAMES[task], split=split, images=len(labels), class_names=list(CLASS_NAMES[task]))
         probs = net.predict(images, batch_size)
@@ -155,6 +168,17 @@ def evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA
     seconds = time.time() - start
     return dict(data_dir=data_dir, limit=limit, validation=validation, tta=tta, tta_views=tta_views if tta else None,
                 seconds=round(seconds, 2), results=results)
+
+
+def check_tasks(net, tasks=None, source='the model'):
+    """The task indexes to evaluate (net.tasks when None); CheckpointError if the net lacks a head asked for."""
+    if tasks is None:
+        return net.tasks
+    missing = [TASK_NAMES[t] for t in tasks if t not in net.tasks]
+    if missing:
+        raise model.CheckpointError('%s has no %s head: it was trained for %s only'
+                                    % (source, ' or '.join(missing), ', '.join(TASK_NAMES[t] for t in net.tasks)))
+    return tuple(t for t in TASKS if t in tasks)
 
 
 # ----------------------------------------------------------------------------- output
@@ -266,11 +290,13 @@ def write_outputs(report, out_dir, curves=None):
         model.write_json(os.path.join(tmp, REPORT_FILE), report)
         names = [REPORT_FILE]
         mode = 'tta' if report['tta'] else 'plain'
-        for task in (SMILE, EMOTION, GENDER):
+        for task in TASKS:
             name = TASK_NAMES[task]
             tta = ', ' + tta_label(report['tta_views'])[2:] if report['tta'] else ''
             panels = [('%s %s%s\n%d images' % (name, r['split'], tta, r['images']), r[mode]['confusion_matrix'])
                       for r in report['results'] if r['task'] == name]
+            if not panels:  # a task the model has no head for, or not asked for
+                continue
             names.append(PLOT_FILE % name)
             plot_confusion(os.path.join(tmp, names[-1]), task, panels)
         if curves:
@@ -312,6 +338,8 @@ def parse_args(argv=None):
                         'in x and y (default: %d)' % (model.TTA_SHIFT, model.TTA_SHIFT, TTA_VIEWS))
     p.add_argument('--batch-size', type=_positive_int, default=256)
     p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split')
+    p.add_argument('--tasks', nargs='+', choices=[TASK_NAMES[t] for t in TASKS],
+                   help='evaluate only these tasks (default: every task the model has a head for)')
     p.add_argument('--validation', action='store_true',
                    help='evaluate the validation data that picks epochs and recipes (the held-out tenth of smile and '
                         'gender train, FER-2013 PublicTest) instead of the test splits')
@@ -324,8 +352,9 @@ def main(argv=None):
     try:
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             net, path = model.load_model(session, checkpoint)
+            tasks = check_tasks(net, config.task_indexes(args.tasks) if args.tasks else None, path)
             report = evaluate(net, args.data_dir or net.config['data_dir'], args.tta, args.batch_size, args.limit,
-                              args.tta_views, args.validation)
+                              args.tta_views, args.validation, tasks)
     except (data_utils.DataError, model.CheckpointError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2

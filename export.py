@@ -8,7 +8,7 @@ The SavedModel holds the very graph model.py builds (inference mode: batch norm 
 averages, no dropout) with a uint8 face input normalised inside it, so no model code is copied.
 Its one signature, serving_default, takes faces: uint8 [N, 48, 48] (grayscale crops as
 prepare_data.preprocess_face makes them) and returns smile [N, 2], emotion [N, 7] and gender [N, 2]
-probabilities, classes in config.CLASS_NAMES order (also in assets.extra/class_names.json). With
+probabilities (a model trained with --tasks: those of its heads), classes in config.CLASS_NAMES order (also in assets.extra/class_names.json). With
 --tta-views 2 or 18 they are the mean over that many test-time views of each face (its mirror image,
 and shifts of -2, 0, +2 px: model.tta_views), computed inside the graph at that many times the cost:
 
@@ -43,7 +43,7 @@ import config  # noqa: E402  (light: no TensorFlow)
 if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
     config.exit_on_interrupt()
 
-from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES, TASKS  # noqa: E402
+from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES  # noqa: E402
 
 tf = config.import_tf()
 
@@ -94,7 +94,7 @@ def export(checkpoint, out, force=False, views=1):
         # The step counters are not restored for inference, but every variable is saved.
         session.run(tf.variables_initializer([v for v in tf.global_variables() if v not in net.model_variables]))
         signature = tf.saved_model.predict_signature_def(
-            inputs={INPUT: net.faces}, outputs={TASK_NAMES[t]: net.averaged[t] for t in TASKS})
+            inputs={INPUT: net.faces}, outputs={TASK_NAMES[t]: net.averaged[t] for t in net.tasks})
         with _build_folder(out) as tmp:
             built = os.path.join(tmp, 'saved_model')
             builder = tf.saved_model.Builder(built)
@@ -104,7 +104,7 @@ def export(checkpoint, out, force=False, views=1):
             builder.save()
             os.makedirs(os.path.join(built, 'assets.extra'))
             with open(os.path.join(built, 'assets.extra', 'class_names.json'), 'w') as f:
-                json.dump({TASK_NAMES[t]: list(CLASS_NAMES[t]) for t in TASKS}, f, indent=2)
+                json.dump({TASK_NAMES[t]: list(CLASS_NAMES[t]) for t in net.tasks}, f, indent=2)
             if os.path.exists(out):
                 if not force:
                     raise ExportError('%s already exists; pass --force to replace it' % out)
@@ -184,7 +184,8 @@ def main(argv=None):
         return 2
     print('exported %s to %s: signature %s, input %s uint8 [N, %d, %d], outputs %s'
           % (path, args.out, SIGNATURE, INPUT, IMAGE_SIZE, IMAGE_SIZE,
-             ', '.join('%s [N, %d]' % (TASK_NAMES[t], len(CLASS_NAMES[t])) for t in TASKS)))
+             ', '.join('%s [N, %d]' % (name, len(CLASS_NAMES[t])) for t, name in TASK_NAMES.items()
+                       if name in model.load_config(path)['tasks'])))
     return 0
 
 

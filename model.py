@@ -2,9 +2,10 @@
 
 Public names:
   Multitask_BKNet(session, config=None, training=True, verbose=True, **overrides)
+    .tasks             the task indexes it has heads for (config 'tasks': all three, or a single-task model's one)
     ._define_input()   the five placeholders of the handout
     ._build_model()    trunk + heads -> self.logits {task: logits}; self.probabilities (softmax)
-    ._define_loss()    per-task masked cross-entropy + weight decay; per-task accuracy
+    ._define_loss()    per-task masked cross-entropy (fixed or learned task weights) + weight decay; per-task accuracy
     .train()           the training loop: checkpoints, resume, evaluation every epoch
     .restore(path)     load inference weights: checkpoint prefix, folder, or weights .npz
     .save_weights(path)  the inference weights alone, float16 .npz (what the repo ships)
@@ -18,6 +19,7 @@ Public names:
                        (mirrored, dy, dx), the shift, and its gather indices (also for export's graph)
   find_checkpoints(folder)   checkpoint prefixes newest first, from the files (not the state file)
   saved_config(cfg)    what config.json keeps (not max_steps)
+  ARCHITECTURE_KEYS    the config keys a resumed run cannot change (its checkpoint's variables depend on them)
   find_weights(path), load_config(path)   what a checkpoint folder / prefix / .npz holds
   default_checkpoint()   pretrained/ when the repo ships a model, else config.DEFAULTS['checkpoint_dir']
   add_checkpoint_argument(parser)   the --checkpoint flag of the inference scripts, defaulting to that
@@ -39,9 +41,9 @@ import numpy as np
 
 import config
 import data_utils
-from config import EMOTION, GENDER, IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS
+from config import EMOTION, GENDER, IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS, task_indexes
 
-tf = config.import_tf(onednn=True)  # ~2x training throughput on this CPU; predict.py opts out first
+tf = config.import_tf()  # oneDNN is left to the entry points (train.py, evaluate.py, predict.py): importing decides nothing
 import layers  # noqa: E402  (after the TF import above, which decides oneDNN)
 
 TRUNK = ((32, 2), (64, 2), (128, 2), (256, 3))  # (filters, convolutions) per block
@@ -50,6 +52,7 @@ TTA_SHIFT = 2  # pixels a multi-view test-time average shifts the face by (tta_v
 CONFIG_FILE = 'config.json'
 CHECKPOINT_NAME = 'model.ckpt'
 INVOCATION_KEYS = ('max_steps',)  # belong to one command, not to the run: never saved in config.json
+ARCHITECTURE_KEYS = ('tasks', 'task_weighting')  # fix the variables a checkpoint holds: a resumed run keeps them
 # What a config.json written before these keys existed meant by leaving them out.
 BEFORE_THE_KEY = dict(validation_fraction=0.0, ema_decay=0.0)
 WEIGHTS_FILE = 'weights.npz'
@@ -78,10 +81,12 @@ def resolve_config(cfg=None, **overrides):
         resolved.update(source)
     _check_config(resolved)
     resolved['task_weights'] = [float(w) for w in resolved['task_weights']]
+    resolved['tasks'] = [TASK_NAMES[t] for t in task_indexes(resolved['tasks'])]  # TASKS order
     return resolved
 
 
-_CHOICES = dict(optimizer=('momentum', 'adam'), lr_schedule=('step', 'cosine'))
+_CHOICES = dict(optimizer=('momentum', 'adam'), lr_schedule=('step', 'cosine'),
+                task_weighting=('fixed', 'uncertainty'))
 # key: (smallest, largest, smallest excluded?); None: no bound on that side
 _RANGES = dict(epochs=(1, None, False), batch_size=(1, None, False), keep_checkpoints=(1, None, False),
                max_steps=(0, None, False), aug_pad=(0, IMAGE_SIZE // 2, False), learning_rate=(0, None, False),
@@ -105,6 +110,11 @@ def _check_config(cfg):
             ok = (isinstance(value, (list, tuple)) and len(value) == len(TASKS) and
                   all(number(w, False) and w >= 0 for w in value) and any(value))
             want = '%d non-negative numbers, not all 0' % len(TASKS)
+        elif key == 'tasks':
+            names = [TASK_NAMES[t] for t in TASKS]
+            ok = (isinstance(value, (list, tuple)) and all(isinstance(n, str) and n in names for n in value) and
+                  0 < len(value) == len(set(value)))
+            want = 'a non-empty list of distinct names from %s' % ', '.join(names)
         elif key in ('data_dir', 'checkpoint_dir'):
             ok, want = isinstance(value, str) and value != '', 'a path'
         elif key == 'init_from':
@@ -120,6 +130,10 @@ def _check_config(cfg):
                 want += ' %s %s%s' % ('>' if open_low else '>=', low, '' if high is None else ' and <= %s' % high)
         if not ok:
             raise ValueError('%s must be %s, got %r' % (key, want, value))
+    weights = dict(zip((TASK_NAMES[t] for t in TASKS), cfg['task_weights']))
+    if not any(weights[name] for name in cfg['tasks']):
+        raise ValueError('task_weights gives the tasks trained (%s) no samples: %r'
+                         % (', '.join(cfg['tasks']), list(cfg['task_weights'])))
 
 
 def learning_rate(cfg, step, steps_per_epoch):
@@ -165,6 +179,7 @@ class Multitask_BKNet(object):
     def __init__(self, session, config=None, training=True, verbose=True, **overrides):
         self.sess = session
         self.config = resolve_config(config, **overrides)
+        self.tasks = task_indexes(self.config['tasks'])  # the heads this network has
         self.verbose = verbose
         with session.graph.as_default():
             self._define_input()
@@ -202,7 +217,7 @@ class Multitask_BKNet(object):
                     print(_shape_str(x))
         features = tf.reshape(x, [-1, int(np.prod(x.shape.as_list()[1:]))])
         self.logits, self.probabilities = {}, {}
-        for task in TASKS:
+        for task in self.tasks:
             with tf.variable_scope('head_' + TASK_NAMES[task]):
                 h = layers.fc_bn_relu_dropout(features, HEAD_UNITS, self.phase_train, self.keep_prob, 'fc1')
                 h = layers.fc_bn_relu_dropout(h, HEAD_UNITS, self.phase_train, self.keep_prob, 'fc2')
@@ -214,9 +229,12 @@ class Multitask_BKNet(object):
 
         Each sample is weighted by its class's entry in self.class_weights (all 1 unless fed:
         train() feeds gender_balance's weights), and the emotion targets are smoothed by config label_smoothing.
+        The heads' losses add up (task_weighting 'fixed'), or, with 'uncertainty', each is weighted by a
+        learned exp(-s) and s / 2 added: s is the log-variance of Kendall, Gal & Cipolla (CVPR 2018),
+        their (1 / sigma^2) L + log sigma for a classification loss. self.task_weight holds the weights.
         """
         self.task_loss, self.task_correct, self.task_count, self.class_weights = {}, {}, {}, {}
-        for task in TASKS:
+        for task in self.tasks:
             mask = tf.cast(tf.equal(self.input_indexes, float(task)), tf.float32)
             count = tf.reduce_sum(mask)
             labels = self.input_labels[:, :NUM_CLASSES[task]]
@@ -234,7 +252,16 @@ class Multitask_BKNet(object):
             self.task_count[task] = count
         self.weight_decay_loss = self.config['weight_decay'] * tf.add_n(
             [tf.nn.l2_loss(w) for w in tf.get_collection(tf.GraphKeys.WEIGHTS)])
-        self.total_loss = tf.add_n(list(self.task_loss.values())) + self.weight_decay_loss
+        if self.config['task_weighting'] == 'uncertainty':
+            with tf.variable_scope('task_weighting'):
+                log_variance = {t: tf.get_variable('log_variance_' + TASK_NAMES[t], [], tf.float32,
+                                                   tf.zeros_initializer()) for t in self.tasks}
+            self.task_weight = {t: tf.exp(-log_variance[t]) for t in self.tasks}
+            task_losses = [self.task_weight[t] * self.task_loss[t] + 0.5 * log_variance[t] for t in self.tasks]
+        else:
+            self.task_weight = {t: tf.constant(1.0) for t in self.tasks}
+            task_losses = [self.task_loss[t] for t in self.tasks]
+        self.total_loss = tf.add_n(task_losses) + self.weight_decay_loss
 
     def _define_train_op(self):
         self.learning_rate = tf.placeholder(tf.float32, [], name='learning_rate')
@@ -366,8 +393,8 @@ class Multitask_BKNet(object):
 
     def evaluate(self, dataset):
         """Accuracy inputs over a whole Dataset, in inference mode: {task: correct, count, loss}."""
-        totals = {t: dict(correct=0.0, count=0.0, loss=0.0) for t in TASKS}
-        fetches = {t: (self.task_correct[t], self.task_count[t], self.task_loss[t]) for t in TASKS}
+        totals = {t: dict(correct=0.0, count=0.0, loss=0.0) for t in self.tasks}
+        fetches = {t: (self.task_correct[t], self.task_count[t], self.task_loss[t]) for t in self.tasks}
         for feed in self._feed_batches(dataset):
             for task, (correct, count, loss) in self.sess.run(fetches, feed).items():
                 totals[task]['correct'] += float(correct)
@@ -384,13 +411,13 @@ class Multitask_BKNet(object):
         if images.dtype == np.uint8:
             images = data_utils.normalize(images)
         images = images.reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
-        total = {t: np.zeros((len(images), NUM_CLASSES[t]), np.float64) for t in TASKS}
+        total = {t: np.zeros((len(images), NUM_CLASSES[t]), np.float64) for t in self.tasks}
         views = tta_views(views)
         for flip, dy, dx in views:
             view = shift_faces(images[:, :, ::-1] if flip else images, dy, dx)[..., None]
             for start in range(0, len(view), batch_size):
                 probs = self.sess.run(self.probabilities, {self.input_images: view[start:start + batch_size]})
-                for task in TASKS:
+                for task in self.tasks:
                     total[task][start:start + batch_size] += probs[task]
         return {t: (p / len(views)).astype(np.float32) for t, p in total.items()}
 
@@ -411,12 +438,15 @@ class Multitask_BKNet(object):
         ckpt_dir = cfg['checkpoint_dir']
         train_set = data_provider.Dataset('train', cfg['batch_size'], cfg['data_dir'], augment=cfg['augment'],
                                           aug_pad=cfg['aug_pad'], task_weights=cfg['task_weights'],
-                                          validation_fraction=cfg['validation_fraction'], verbose=self.verbose)
+                                          validation_fraction=cfg['validation_fraction'], verbose=self.verbose,
+                                          tasks=self.tasks)
         if cfg['validation_fraction']:
             val_name, val_set = 'validation', data_provider.Dataset(
-                'validation', 256, cfg['data_dir'], validation_fraction=cfg['validation_fraction'], verbose=False)
+                'validation', 256, cfg['data_dir'], validation_fraction=cfg['validation_fraction'], verbose=False,
+                tasks=self.tasks)
         else:  # the handout's way: judge epochs on the public test split
-            val_name, val_set = 'public_test', data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False)
+            val_name, val_set = 'public_test', data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False,
+                                                                     tasks=self.tasks)
         steps_per_epoch = train_set.steps_per_epoch()
         os.makedirs(ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
         if fresh:
@@ -441,7 +471,7 @@ class Multitask_BKNet(object):
             while epoch < cfg['epochs'] and not _capped(cfg, step):
                 if self.verbose:
                     print('Epoch: ', epoch)
-                sums = {t: np.zeros(3) for t in TASKS}  # loss * count, correct, count
+                sums = {t: np.zeros(3) for t in self.tasks}  # loss * count, correct, count
                 # Each epoch's order comes from (seed, epoch): a resumed run continues it, never replays epoch 0's.
                 train_set.reseed([cfg['seed'], epoch])
                 batches = train_set.gen(start_batch=steps_done)
@@ -461,7 +491,7 @@ class Multitask_BKNet(object):
                             'loss became %s at step %d (epoch %d); stopped without saving. The last good '
                             'checkpoint is %s. Try a lower learning rate.'
                             % (total, step, epoch, (find_checkpoints(ckpt_dir) or ['none'])[0]))
-                    for t in TASKS:
+                    for t in self.tasks:
                         sums[t] += (losses[t] * count[t], correct[t], count[t])
                     step += 1
                     steps_done += 1
@@ -513,8 +543,10 @@ class Multitask_BKNet(object):
     def _class_weights_feed(self, train_set):
         """Gender classes weighted by n_c ** -gender_balance, scaled so the average sample weighs 1."""
         power = self.config['gender_balance']
+        if not power or GENDER not in self.tasks:
+            return {}
         counts = np.bincount(train_set.labels[train_set.indexes == GENDER], minlength=NUM_CLASSES[GENDER])
-        if not power or not counts.all():
+        if not counts.all():
             return {}
         weights = counts.astype(np.float64) ** -power
         weights *= counts.sum() / (weights * counts).sum()
@@ -526,14 +558,21 @@ class Multitask_BKNet(object):
         train = {t: (s[0] / max(s[2], 1), s[1] / max(s[2], 1)) for t, s in sums.items()}
         scores = {val_name: result, val_name + '_raw': raw} if raw else {val_name: result}
         scores = {name: {t: r['correct'] / max(r['count'], 1) for t, r in res.items()} for name, res in scores.items()}
+        task_weight = self.sess.run(self.task_weight)
+        learned = self.config['task_weighting'] == 'uncertainty'
         if self.verbose:
-            print(', '.join('%s_loss: %.2f' % (TASK_NAMES[t], train[t][0]) for t in TASKS) + ', ' +
-                  ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], train[t][1]) for t in TASKS))
+            print(', '.join('%s_loss: %.2f' % (TASK_NAMES[t], train[t][0]) for t in self.tasks) + ', ' +
+                  ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], train[t][1]) for t in self.tasks))
             for name, acc in scores.items():
-                print(name + ' ' + ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], acc[t]) for t in TASKS))
+                print(name + ' ' + ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], acc[t]) for t in self.tasks))
+            if learned:
+                print('learned task weights ' + ', '.join('%s: %.3f' % (TASK_NAMES[t], task_weight[t])
+                                                          for t in self.tasks))
         values = [tf.Summary.Value(tag='learning_rate', simple_value=lr)]
-        for t in TASKS:
+        for t in self.tasks:
             name = TASK_NAMES[t]
+            if learned:
+                values.append(tf.Summary.Value(tag='task_weight/%s' % name, simple_value=task_weight[t]))
             values += [tf.Summary.Value(tag='train/%s_loss' % name, simple_value=train[t][0]),
                        tf.Summary.Value(tag='train/%s_accuracy' % name, simple_value=train[t][1])]
             values += [tf.Summary.Value(tag='%s/%s_accuracy' % (split, name), simple_value=acc[t])

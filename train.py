@@ -5,6 +5,7 @@
   python train.py --max-steps 20          a cheap smoke run
   python train.py --fresh                 ignore (and remove) the checkpoints in --checkpoint-dir
   python train.py --init-from pretrained  a new run that starts from the shipped weights
+  python train.py --tasks emotion         a single-task network: the same trunk, one head
 
 Every flag overrides one entry of config.DEFAULTS; the resolved config is saved as
 checkpoint_dir/config.json. A run resumes from the newest checkpoint in checkpoint_dir, with the
@@ -20,7 +21,7 @@ from config import TASKS
 
 if __name__ == '__main__':  # training installs its own handler, which saves a checkpoint first
     config.exit_on_interrupt('Interrupted before training started; nothing was saved')
-config.import_tf(onednn=True)  # before anything imports TensorFlow: ~2x training throughput here
+    config.import_tf(onednn=True)  # this command decides, before anything imports TensorFlow: ~2x training throughput here
 
 import data_utils  # noqa: E402
 import model  # noqa: E402
@@ -51,8 +52,14 @@ def parse_args(argv=None):
     p.add_argument('--augment', dest='augment', action='store_true', default=None)
     p.add_argument('--no-augment', dest='augment', action='store_false')
     p.add_argument('--aug-pad', type=int)
+    p.add_argument('--tasks', nargs='+', choices=[config.TASK_NAMES[t] for t in TASKS],
+                   help='the heads to train: a single-task model has one (default: %s)' % ' '.join(d['tasks']))
     p.add_argument('--task-weights', type=float, nargs=3, metavar=('SMILE', 'EMOTION', 'GENDER'),
-                   help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K')
+                   help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K (default: %s)'
+                        % ' '.join('%g' % w for w in d['task_weights']))
+    p.add_argument('--task-weighting', choices=('fixed', 'uncertainty'),
+                   help="how the heads' losses combine: fixed (a plain sum) or uncertainty (weights learned as "
+                        "Kendall et al.'s log-variances) (default: %s)" % d['task_weighting'])
     p.add_argument('--init-from', metavar='PATH',
                    help='start a new run from these weights (a checkpoint folder or prefix, a weights.npz or the folder '
                         'holding one, such as pretrained/); ignored when --checkpoint-dir already holds a checkpoint to resume')
@@ -87,6 +94,10 @@ def config_overrides(args):
     return overrides
 
 
+def _shown(value):
+    return ' '.join(value) if isinstance(value, list) else value
+
+
 def main(argv=None):
     args = parse_args(argv)
     overrides = config_overrides(args)
@@ -95,9 +106,15 @@ def main(argv=None):
     resumed = not args.fresh and os.path.isfile(os.path.join(ckpt_dir, model.CONFIG_FILE))
     try:
         try:
-            cfg = model.resolve_config(model.load_config(ckpt_dir) if resumed else None, **overrides)
+            saved = model.load_config(ckpt_dir) if resumed else None
+            cfg = model.resolve_config(saved, **overrides)
         except ValueError as err:  # a flag's value out of range
             raise data_utils.DataError(str(err))
+        for key in model.ARCHITECTURE_KEYS if resumed else ():
+            if cfg[key] != saved[key]:
+                raise data_utils.DataError('%s was trained with %s %s; resuming it cannot change that to %s: '
+                                           'use --fresh or another --checkpoint-dir'
+                                           % (ckpt_dir, key, _shown(saved[key]), _shown(cfg[key])))
         if args.demo and not os.path.exists(data_utils.split_path(cfg['data_dir'], TASKS[0], 'train')):
             import prepare_data
             print('Generating the demo data set in %s' % cfg['data_dir'])
