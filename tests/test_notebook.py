@@ -7,6 +7,7 @@ shared demo data set and a copy of the shared 3-epoch demo checkpoint (conftest)
 """
 import ast
 import glob
+import importlib.util
 import json
 import os
 import re
@@ -23,11 +24,22 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 PRACTICE = os.path.join(NOTEBOOK_DIR, 'practice.ipynb')
 BEYOND = os.path.join(NOTEBOOK_DIR, 'beyond.ipynb')
+STUDENT = os.path.join(NOTEBOOK_DIR, 'practice_student.ipynb')
 NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, '*.ipynb')))
 PRACTICE_PARAMETERS = {'DATA_DIR', 'USE_DEMO_IF_MISSING', 'CHECKPOINT_DIR', 'EPOCHS', 'MAX_STEPS', 'BATCH_SIZE',
                        'AUGMENT'}
 KERNEL_NAME = 'bknet-test-python3'
 CELL_TIMEOUT = 600  # seconds; the whole practice notebook takes ~1-2 min on 2 cores
+
+
+def load_make_student():
+    spec = importlib.util.spec_from_file_location('make_student', os.path.join(NOTEBOOK_DIR, 'make_student.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+make_student = load_make_student()
 
 
 def read(path):
@@ -113,6 +125,75 @@ def test_practice_notebook_exists_with_parameters():
     for heading in ('## Phần 1: Dataset and Data provider', '## Phần 2: Định nghĩa mô hình và huấn luyện',
                     '## Bài tập về nhà'):
         assert heading in text
+
+
+def _notebook(*cells):
+    nb = nbformat.v4.new_notebook()
+    for i, (source, nbgrader) in enumerate(cells):
+        cell = nbformat.v4.new_code_cell(source, id='c%d' % i)
+        if nbgrader:
+            cell.metadata['nbgrader'] = dict(nbgrader, schema_version=3)
+        cell.outputs = [nbformat.v4.new_output('stream', text='old output\n')]
+        cell.execution_count = 3
+        nb.cells.append(cell)
+    return nb
+
+
+SOLUTION_CELL = dict(solution=True, grade=False, locked=False, grade_id='f')
+CHECK_CELL = dict(solution=False, grade=True, locked=True, grade_id='check_f', points=2)
+
+
+def test_student_version_replaces_each_solution_region_by_the_stub():
+    source = ('def f(x):\n    """Doc."""\n    y = 1\n    ### BEGIN SOLUTION\n    y += x\n    return y\n'
+              '    ### END SOLUTION\n\n\n### BEGIN SOLUTION\nz = 2\n### END SOLUTION\nprint(f(z))')
+    nb = _notebook((source, SOLUTION_CELL), ('assert f(1) == 2', CHECK_CELL), ('print(1)', None),
+                   ('g = 3', dict(SOLUTION_CELL, grade_id='g')))
+    student = make_student.student_version(nb)
+    assert student.cells[0].source == ('def f(x):\n    """Doc."""\n    y = 1\n    # YOUR CODE HERE\n'
+                                       '    raise NotImplementedError()\n\n\n# YOUR CODE HERE\n'
+                                       'raise NotImplementedError()\nprint(f(z))')
+    assert [c.source for c in student.cells[1:]] == ['assert f(1) == 2', 'print(1)',
+                                                     '# YOUR CODE HERE\nraise NotImplementedError()']
+    assert all(c.outputs == [] and c.execution_count is None for c in student.cells)
+    assert student.cells[0].metadata['deletable'] is False and 'editable' not in student.cells[0].metadata
+    assert (student.cells[1].metadata['deletable'], student.cells[1].metadata['editable']) == (False, False)
+    assert 'deletable' not in student.cells[2].metadata
+    assert nb.cells[0].source == source and nb.cells[0].outputs, 'the solution notebook is left as it was'
+
+
+@pytest.mark.parametrize('cells, message', [
+    ([('### BEGIN SOLUTION\n### BEGIN SOLUTION\n### END SOLUTION', SOLUTION_CELL)], 'inside another'),
+    ([('### BEGIN SOLUTION\nx = 1', SOLUTION_CELL)], 'has no END SOLUTION'),
+    ([('x = 1\n### END SOLUTION', SOLUTION_CELL)], 'without a BEGIN SOLUTION'),
+    ([('### BEGIN SOLUTION\nx = 1\n### END SOLUTION', None)], 'not marked as a solution'),
+    ([('x = 1', SOLUTION_CELL), ('y = 1', dict(SOLUTION_CELL))], "grade_id 'f' is missing, invalid or used twice"),
+    ([('x = 1', dict(CHECK_CELL, grade_id='bad id'))], "grade_id 'bad id'"),
+    ([('x = 1', {k: v for k, v in CHECK_CELL.items() if k != 'points'})], 'needs its points'),
+])
+def test_student_version_refuses_regions_and_metadata_that_do_not_add_up(cells, message):
+    with pytest.raises(make_student.StudentVersionError, match=re.escape(message)):
+        make_student.student_version(_notebook(*cells))
+
+
+def test_make_student_writes_the_notebook_and_reports_bad_input_in_one_line(tmp_path, capsys):
+    assert (make_student.SOLUTION, make_student.STUDENT) == (PRACTICE, STUDENT)  # the defaults
+    solution, out = tmp_path / 'solution.ipynb', tmp_path / 'student.ipynb'
+    nbformat.write(_notebook(('### BEGIN SOLUTION\nx = 1\n### END SOLUTION', SOLUTION_CELL)), str(solution))
+    make_student.main(['--source', str(solution), '--out', str(out)])
+    assert capsys.readouterr().out == 'wrote %s\n' % out
+    written = out.read_text(encoding='utf-8')
+    assert written == nbformat.writes(make_student.student_version(read(str(solution)))) + '\n'
+    broken = tmp_path / 'broken.ipynb'
+    broken.write_text('{"cells": [')
+    unterminated = tmp_path / 'unterminated.ipynb'
+    nbformat.write(_notebook(('### BEGIN SOLUTION', SOLUTION_CELL)), str(unterminated))
+    for source, message in ((broken, ''), (tmp_path / 'missing.ipynb', ''),
+                            (unterminated, 'cell 0 (f): BEGIN SOLUTION has no END SOLUTION')):
+        with pytest.raises(SystemExit) as info:
+            make_student.main(['--source', str(source), '--out', str(out)])
+        assert str(info.value).startswith('%s: %s' % (source, message)) and '\n' not in str(info.value)
+    assert out.read_text(encoding='utf-8') == written, 'the good output is kept'
+    assert sorted(os.listdir(tmp_path)) == ['broken.ipynb', 'solution.ipynb', 'student.ipynb', 'unterminated.ipynb']
 
 
 # ----------------------------------------------------------------------------- headless runs
