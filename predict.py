@@ -6,29 +6,36 @@
   python predict.py --video clip.mp4 --out annotated.mp4   annotate every frame (.mp4 or .avi)
   python predict.py --camera 0 --out camera.avi        the same from a camera, until Ctrl-C or --max-frames
   python predict.py photo.jpg --benchmark 100          p50 latency: session call alone, and with detection
+  python predict.py group.jpg --detect-side 960        search at a larger size: slower, finds smaller faces
+  python predict.py photo.jpg --detector haar          OpenCV's Haar cascade instead of YuNet
 
 The model is the newest checkpoint of --checkpoint (default: pretrained/ when the repo ships it,
-else checkpoints/). Faces are found by prepare_data.detect_faces (OpenCV's Haar cascade) and
-cropped exactly as the training faces were (prepare_data.preprocess_face); all faces of a picture
-go through the network in one session call. In a video each face is followed from frame to frame
-by box overlap and its probabilities are averaged over its last --smooth frames, which steadies
-the labels. A picture without a face is not an error (exit 0); a missing or unreadable file is
-(one line on stderr, exit 2), and so is a picture of more than MAX_PIXELS (120 megapixels), found
-from its header before it is decoded. Pictures are decoded one at a time, each when its turn
-comes. Ctrl-C ends a video or camera run after the current frame, keeping the video written so
-far; at any other time it stops with one line and exit code 130.
+else checkpoints/). Faces are found by faces.detect_faces (YuNet by default, its boxes mapped onto
+the Haar framing the network was trained on) and cropped exactly as the training faces were
+(faces.preprocess_face); all faces of a picture go through the network in one session call. A
+model with heads for only some of the tasks reports those. In a video the whole frame is searched
+every --detect-every frames and each face is looked for around its last box in between; each face
+is followed from frame to frame by box overlap and its probabilities are averaged over its last
+--smooth frames, which steadies the labels. A picture without a face is not an error (exit 0); a
+missing or unreadable file is (one line on stderr, exit 2), and so is a picture of more than
+MAX_PIXELS (120 megapixels), found from its header before it is decoded. Pictures are decoded one
+at a time, each when its turn comes. Ctrl-C ends a video or camera run after the current frame,
+keeping the video written so far; at any other time it stops with one line and exit code 130.
 
 Public names:
   MAX_PIXELS                        the largest picture read (width x height)
   picture_size(path)                (width, height) from a PNG or JPEG header; None for other formats
   check_picture(path)               DataError naming the file if it is missing or larger than MAX_PIXELS
   read_image(path)                  a picture file -> BGR uint8; DataError naming the file if unreadable
-  Predictor(session, checkpoint, views=1)   predictor(picture) -> [(box, {task: probabilities})], largest face
-                                    first; views > 1 averages test-time views (model.tta_views)
-  describe(box, probabilities, track=None) -> one face as a JSON-ready dict
-  annotate(picture, faces)          draw the described faces' boxes and labels in place
-  Tracker(k)                        .update(faces): match boxes to the last frame's, average the last k
-  run_stream(capture, predictor, out_path, ...)   annotate a video or camera stream
+  Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None)
+                                    predictor(picture, boxes=None) -> [(box, {task: probabilities})], largest
+                                    face first (found by the detector unless boxes are given); views > 1
+                                    averages test-time views (model.tta_views)
+  describe(box, probabilities, track=None) -> one face as a JSON-ready dict (the tasks the model has)
+  format_face(face)                 one described face as a line of text
+  annotate(picture, described)      draw the described faces' boxes and labels in place
+  Tracker(k)                        .update(found): match boxes to the last frame's, average the last k
+  run_stream(capture, predictor, out_path, ..., detect_every=1)   annotate a video or camera stream
   benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
 """
 import collections
@@ -54,8 +61,12 @@ from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS  # noq
 MAX_PIXELS = 120 * 10 ** 6
 os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(MAX_PIXELS))
 
-# oneDNN off: a batch of a few faces runs ~8x faster without it (7 ms against 63 ms per face).
-tf = config.import_tf(onednn=False)
+# oneDNN off for this command, decided before TensorFlow loads (an importer keeps its own choice):
+# batch-1 calls are no faster with it, and the first call of each new batch size (a new number of
+# faces) is slower; benchmarks/bench_detect.py --sections onednn measures both.
+if __name__ == '__main__':
+    config.import_tf(onednn=False)
+tf = config.import_tf()
 # A camera that cannot be opened or a file that is no video is reported in one line of our own,
 # without OpenCV's and FFmpeg's warnings (the variable is read when FFmpeg is first used).
 os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
@@ -63,12 +74,13 @@ os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
+import faces  # noqa: E402
 import model  # noqa: E402
-import prepare_data  # noqa: E402
 from data_utils import DataError  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 SMOOTH_FRAMES = 5     # a tracked face's probabilities are averaged over this many frames
+DETECT_EVERY = 1      # streams: a full search every this many frames (faces followed in between)
 MATCH_IOU = 0.3       # a box overlapping a track's last box this much continues the track
 VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG'}  # what opencv-python-headless can write
 BOX_COLOUR = (0, 200, 0)
@@ -130,18 +142,20 @@ def read_image(path):
 class Predictor(object):
     """The restored model plus face detection: one session call per picture."""
 
-    def __init__(self, session, checkpoint, views=1):
+    def __init__(self, session, checkpoint, views=1, detector=faces.DEFAULT_DETECTOR, detect_side=None):
         self.net, self.checkpoint = model.load_model(session, checkpoint)
         self.views = views
+        self.detector, self.detect_side = detector, detect_side
 
-    def crops(self, picture):
-        """-> (boxes largest first, their 48x48 crops) of a BGR picture."""
+    def crops(self, picture, boxes=None):
+        """-> (boxes largest first, their 48x48 crops) of a BGR picture; boxes: found by the detector if None."""
+        if boxes is None:
+            boxes = faces.detect_faces(picture, self.detector, self.detect_side)
         gray = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
-        boxes = prepare_data.detect_faces(gray)
-        return boxes, [prepare_data.preprocess_face(gray, box) for box in boxes]
+        return boxes, [faces.preprocess_face(gray, box) for box in boxes]
 
-    def __call__(self, picture):
-        boxes, crops = self.crops(picture)
+    def __call__(self, picture, boxes=None):
+        boxes, crops = self.crops(picture, boxes)
         if not boxes:
             return []
         probs = self.net.predict(np.stack(crops), views=self.views)  # every face of the picture in one batch
@@ -149,15 +163,21 @@ class Predictor(object):
 
 
 def describe(box, probabilities, track=None):
-    """{'box': [x, y, w, h], task name: {'label', 'probabilities': {class: p}}} (+ 'track' in a stream)."""
+    """{'box': [x, y, w, h], task name: {'label', 'probabilities': {class: p}}} (+ 'track' in a stream),
+    with the tasks probabilities has (a model may have heads for only some), in TASKS order."""
     face = {'box': [int(v) for v in box]}
     if track is not None:
         face['track'] = track
-    for task in TASKS:
+    for task in _tasks(probabilities):
         p = probabilities[task]
         face[TASK_NAMES[task]] = {'label': CLASS_NAMES[task][int(np.argmax(p))],
                                   'probabilities': {name: round(float(v), 4) for name, v in zip(CLASS_NAMES[task], p)}}
     return face
+
+
+def _tasks(described):
+    """The tasks of a probabilities dict {task: p} or of a described face {task name: ...}, in TASKS order."""
+    return [t for t in TASKS if t in described or TASK_NAMES[t] in described]
 
 
 def _top(face, task):
@@ -167,22 +187,31 @@ def _top(face, task):
 
 
 def format_face(face):
-    smile, emotion, gender = (face[TASK_NAMES[t]] for t in (SMILE, EMOTION, GENDER))
-    return ('box x=%d y=%d w=%d h=%d  smile %.2f  emotion %s %.2f (%s)  gender %s, P(male) %.2f'
-            % (tuple(face['box']) + (smile['probabilities']['smile'],) + _top(face, EMOTION) +
-               (' '.join('%s %.2f' % item for item in emotion['probabilities'].items()),
-                gender['label'], gender['probabilities']['male'])))
+    """'box x=.. y=.. w=.. h=..  smile 0.93  emotion happy 0.81 (angry 0.01 ...)  gender male, P(male) 0.88',
+    with the parts of the tasks the face has."""
+    parts = ['box x=%d y=%d w=%d h=%d' % tuple(face['box'])]
+    tasks = _tasks(face)
+    if SMILE in tasks:
+        parts.append('smile %.2f' % face[TASK_NAMES[SMILE]]['probabilities']['smile'])
+    if EMOTION in tasks:
+        emotion = face[TASK_NAMES[EMOTION]]['probabilities']
+        parts.append('emotion %s %.2f (%s)' % (_top(face, EMOTION) + (
+            ' '.join('%s %.2f' % item for item in emotion.items()),)))
+    if GENDER in tasks:
+        gender = face[TASK_NAMES[GENDER]]
+        parts.append('gender %s, P(male) %.2f' % (gender['label'], gender['probabilities']['male']))
+    return '  '.join(parts)
 
 
-def annotate(picture, faces):
-    """Draw each face's box and its three predicted labels: above the box, below it when there is
-    no room above, inside it when there is room for neither."""
+def annotate(picture, described):
+    """Draw each face's box and its predicted labels (one line a task): above the box, below it when
+    there is no room above, inside it when there is room for neither."""
     height = picture.shape[0]
-    for face in faces:
+    for face in described:
         x, y, w, h = face['box']
         scale = max(0.35, min(0.8, w / 300.0))
         cv2.rectangle(picture, (x, y), (x + w, y + h), BOX_COLOUR, 2)
-        lines = ['%s %.2f' % _top(face, t) for t in TASKS]
+        lines = ['%s %.2f' % _top(face, t) for t in _tasks(face)]
         line_h = cv2.getTextSize('Ag', cv2.FONT_HERSHEY_SIMPLEX, scale, 1)[0][1] * 2
         block = line_h * len(lines)
         top = y - block if y >= block else y + h if y + h + block <= height else y
@@ -197,13 +226,6 @@ def annotate(picture, faces):
 
 # ----------------------------------------------------------------------------- streams
 
-def box_iou(a, b):
-    ax, ay, aw, ah = a
-    bx, by, bw, bh = b
-    inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
-    return inter / float(aw * ah + bw * bh - inter)
-
-
 class Tracker(object):
     """Follows faces from frame to frame and averages each one's probabilities over its last k frames.
 
@@ -217,9 +239,9 @@ class Tracker(object):
         self.tracks = []
         self.started = 0  # tracks ever started, also the last track id
 
-    def update(self, faces):
-        """faces [(box, {task: p})] of one frame -> [(box, {task: mean p over the track}, track id)]."""
-        pairs = sorted(((box_iou(box, track['box']), i, j) for i, (box, _) in enumerate(faces)
+    def update(self, found):
+        """found [(box, {task: p})] of one frame -> [(box, {task: mean p over the track}, track id)]."""
+        pairs = sorted(((faces.box_iou(box, track['box']), i, j) for i, (box, _) in enumerate(found)
                         for j, track in enumerate(self.tracks)), reverse=True)
         matched = {}
         for iou, i, j in pairs:
@@ -230,7 +252,7 @@ class Tracker(object):
         for j, track in enumerate(self.tracks):
             track['missed'] = 0 if j in matched.values() else track['missed'] + 1
         out = []
-        for i, (box, probs) in enumerate(faces):
+        for i, (box, probs) in enumerate(found):
             if i in matched:
                 track = self.tracks[matched[i]]
             else:
@@ -260,11 +282,14 @@ def open_camera(index):
     return capture
 
 
-def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_frames=0, json_lines=False):
+def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_frames=0, json_lines=False,
+               detect_every=1):
     """Annotate frames into out_path until the stream ends, max_frames, or Ctrl-C.
 
-    Returns (frames, faces tracked, seconds); the time covers everything from reading a frame
-    to writing it. json_lines: print one JSON object per frame. Ctrl-C ends the stream after the
+    The predictor's detector searches every detect_every-th frame whole and each face's
+    surroundings in between (faces.FaceFollower). Returns (frames, faces tracked, seconds); the
+    time covers everything from reading a frame to writing it. json_lines: print one JSON object
+    per frame. Ctrl-C ends the stream after the
     frame under way (how a camera run ends) and keeps the video written so far; call it from the
     main thread, where Python handles signals.
     """
@@ -273,6 +298,7 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
         raise DataError('%s: the annotated video must be .mp4 or .avi' % out_path)
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 25.0  # cameras often report 0
+    follower = faces.FaceFollower(predictor.detector, detect_every, predictor.detect_side)
     tracker, writer, frames = Tracker(smooth), None, 0
     stopped = []
     previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))
@@ -282,14 +308,14 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
             ok, frame = capture.read()
             if not ok:
                 break
-            faces = [describe(*face) for face in tracker.update(predictor(frame))]
+            found = [describe(*face) for face in tracker.update(predictor(frame, follower(frame)))]
             if writer is None:
                 writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*fourcc), fps, frame.shape[1::-1])
                 if not writer.isOpened():
                     raise DataError('%s: cannot write the video (does its folder exist?)' % out_path)
-            writer.write(annotate(frame, faces))
+            writer.write(annotate(frame, found))
             if json_lines:
-                print(json.dumps({'frame': frames, 'faces': faces}), flush=True)
+                print(json.dumps({'frame': frames, 'faces': found}), flush=True)
             frames += 1
     finally:
         signal.signal(signal.SIGINT, previous_handler)
@@ -351,10 +377,20 @@ def parse_args(argv=None):
                    help='average each face over this many test-time views: 2 adds the mirror image, 18 also shifts '
                         'by -%d, 0, +%d px (a few points more accurate on FER-2013, 18 network passes; default: 1)'
                         % (model.TTA_SHIFT, model.TTA_SHIFT))
+    p.add_argument('--detector', choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR,
+                   help='face detector: yunet (a small CNN, finds turned and small faces) or haar (OpenCV\'s '
+                        'cascade, what the training crops used) (default: %(default)s)')
+    p.add_argument('--detect-side', type=int, metavar='PIXELS',
+                   help='search pictures with their longer side shrunk to this: larger finds smaller faces, slower '
+                        '(default: %s; YuNet at most %d)' % (', '.join('%s %d' % kv for kv in faces.DETECT_SIDE.items()),
+                                                             faces.YUNET_MAX_SIDE))
     p.add_argument('--video', metavar='FILE', help='annotate every frame of a video file (needs --out)')
     p.add_argument('--camera', type=int, metavar='INDEX', help='annotate a camera stream (needs --out)')
     p.add_argument('--smooth', type=int, default=SMOOTH_FRAMES,
                    help='streams: average each face over this many frames (default: %(default)s)')
+    p.add_argument('--detect-every', type=int, default=DETECT_EVERY, metavar='K',
+                   help='streams: search the whole frame every K-th frame and follow each face around its last box '
+                        'in between (default: %(default)s)')
     p.add_argument('--max-frames', type=int, default=0, help='streams: stop after this many frames')
     p.add_argument('--benchmark', type=int, metavar='RUNS', help='time RUNS predictions on the first picture')
     args = p.parse_args(argv)
@@ -367,6 +403,12 @@ def parse_args(argv=None):
         p.error('--benchmark needs picture files and RUNS >= 1')
     if args.smooth < 1:
         p.error('--smooth must be at least 1')
+    if args.detect_every < 1:
+        p.error('--detect-every must be at least 1')
+    if args.detect_side is not None and args.detect_side < 1:
+        p.error('--detect-side must be at least 1')
+    if args.detector == 'yunet' and (args.detect_side or 0) > faces.YUNET_MAX_SIDE:
+        p.error('--detect-side must be at most %d for YuNet' % faces.YUNET_MAX_SIDE)
     return args
 
 
@@ -383,29 +425,29 @@ def main(argv=None):
         elif args.camera is not None:
             source, capture = 'camera %d' % args.camera, open_camera(args.camera)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
-            predictor = Predictor(session, args.checkpoint, args.tta_views)
+            predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side)
             if not args.images:
                 frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
-                                                     args.max_frames, args.json)
+                                                     args.max_frames, args.json, args.detect_every)
                 print('%s: %d frames, %d face track(s), %.1f frames/s; wrote %s'
                       % (source, frames, tracks, frames / max(seconds, 1e-9), args.out),
                       file=sys.stderr if args.json else sys.stdout)
                 return 0
             if args.benchmark:
-                faces, session_ms, total_ms = benchmark(predictor, read_image(args.images[0]), args.benchmark)
+                count, session_ms, total_ms = benchmark(predictor, read_image(args.images[0]), args.benchmark)
                 print('%s: %d face(s), p50 of %d runs: session call %.1f ms, detection + crop + session call %.1f ms'
-                      % (args.images[0], faces, args.benchmark, session_ms, total_ms))
+                      % (args.images[0], count, args.benchmark, session_ms, total_ms))
                 return 0
             for i, path in enumerate(args.images):
                 picture = read_image(path)
-                faces = [describe(box, probs) for box, probs in predictor(picture)]
+                described = [describe(box, probs) for box, probs in predictor(picture)]
                 if outputs:
-                    write_image(outputs[i], annotate(picture, faces))
+                    write_image(outputs[i], annotate(picture, described))
                 if args.json:
-                    results.append({'image': path, 'faces': faces})
+                    results.append({'image': path, 'faces': described})
                     continue
-                print('%s: %s' % (path, '%d face(s)' % len(faces) if faces else 'no face found'))
-                for n, face in enumerate(faces, 1):
+                print('%s: %s' % (path, '%d face(s)' % len(described) if described else 'no face found'))
+                for n, face in enumerate(described, 1):
                     print('  face %d  %s' % (n, format_face(face)))
     except (DataError, model.CheckpointError) as err:
         print('error: %s' % err, file=sys.stderr)

@@ -16,6 +16,7 @@ import pytest
 from matplotlib import cbook
 
 import config
+import faces
 import predict
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
@@ -188,7 +189,6 @@ def test_tracker_matches_boxes_and_averages_the_last_k_frames():
     assert second[1][1][SMILE][1] == pytest.approx(0.9)
     third = tracker.update([((12, 5, 100, 100), probs(1.0))])
     assert third[0][1][SMILE][1] == pytest.approx(0.8)    # k=2: only 0.6 and 1.0 remain
-    assert predict.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
 
 
 # ----------------------------------------------------------------------------- large pictures, one at a time, Ctrl-C
@@ -310,3 +310,76 @@ def test_tta_views_average_each_face_over_its_views(demo_checkpoint, predictor, 
     faces = json.loads(out)[0]['faces']
     smile = [f['smile']['probabilities']['smile'] for f in faces]
     np.testing.assert_allclose(smile, [round(float(p[SMILE][1]), 4) for _, p in averaged], atol=1e-4)
+
+
+# ----------------------------------------------------------------------------- detectors, following, fewer heads
+
+def test_detector_flag_chooses_the_boxes(demo_checkpoint, files):
+    picture = predict.read_image(files['faces.jpg'])
+    for detector in ('yunet', 'haar'):
+        code, out, err = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint, '--json', '--detector', detector])
+        assert code == 0, err
+        boxes = [face['box'] for face in json.loads(out)[0]['faces']]
+        assert boxes == [list(box) for box in faces.detect_faces(picture, detector)] and len(boxes) == 3
+    assert faces.detect_faces(picture, 'yunet') != faces.detect_faces(picture, 'haar')
+
+
+@pytest.mark.parametrize('argv, message', [(['--detect-side', '2000'], 'at most 960 for YuNet'),
+                                           (['--detect-side', '0'], 'at least 1'),
+                                           (['--detect-every', '0'], 'at least 1')])
+def test_detection_flags_are_checked(files, capsys, argv, message):
+    with pytest.raises(SystemExit) as exit:
+        predict.parse_args([files['faces.jpg']] + argv)
+    assert exit.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_video_searches_every_kth_frame_and_keeps_the_tracks(demo_checkpoint, files, tmp_path, monkeypatch):
+    full_searches = []
+    detect = faces.detect_faces
+
+    def counted(picture, *args, **kwargs):
+        if picture.shape[:2] == CANVAS:
+            full_searches.append(1)
+        return detect(picture, *args, **kwargs)
+    monkeypatch.setattr(faces, 'detect_faces', counted)
+    code, stdout, err = run_main(['--video', files['clip.avi'], '--out', str(tmp_path / 'out.avi'), '--json',
+                                  '--checkpoint', demo_checkpoint, '--detect-every', '3'])
+    assert code == 0, err
+    frames = [json.loads(line) for line in stdout.splitlines()]
+    assert len(frames) == 10 and len(full_searches) == 4  # frames 0, 3, 6 and 9
+    assert all(len(f['faces']) == 3 for f in frames)
+    assert {face['track'] for f in frames for face in f['faces']} == {1, 2, 3}
+    first = sorted(face['box'][0] for face in frames[0]['faces'])
+    last = sorted(face['box'][0] for face in frames[-1]['faces'])
+    assert all(20 <= b - a <= 34 for a, b in zip(first, last))  # the faces drifted 27 px right, followed
+
+
+def probabilities_of(tasks):
+    return {t: np.arange(1, len(CLASS_NAMES[t]) + 1, dtype=np.float32) / sum(range(len(CLASS_NAMES[t]) + 1))
+            for t in tasks}
+
+
+def test_a_model_with_fewer_heads_is_described_by_the_heads_it_has():
+    face = predict.describe((10, 20, 30, 40), probabilities_of([EMOTION]))
+    assert sorted(face) == ['box', 'emotion'] and face['emotion']['label'] == 'neutral'  # the largest of 7
+    line = predict.format_face(face)
+    assert line.startswith('box x=10 y=20 w=30 h=40  emotion neutral 0.25 (angry 0.04 ')
+    assert 'smile' not in line and 'male' not in line
+    both = predict.format_face(predict.describe((10, 20, 30, 40), probabilities_of([SMILE, GENDER])))
+    assert both == 'box x=10 y=20 w=30 h=40  smile 0.67  gender male, P(male) 0.67'
+    # one label line above the box instead of three
+    one = predict.annotate(np.zeros((300, 300, 3), np.uint8), [predict.describe((100, 200, 80, 80), probabilities_of([EMOTION]))])
+    three = predict.annotate(np.zeros((300, 300, 3), np.uint8), [predict.describe((100, 200, 80, 80), probabilities_of(TASKS))])
+    filled_rows = [np.flatnonzero(np.all(p[:200, 100] == predict.BOX_COLOUR, axis=1)) for p in (one, three)]
+    assert len(filled_rows[1]) == 3 * len(filled_rows[0]) > 0
+
+
+def test_json_and_text_of_a_model_with_fewer_heads(demo_checkpoint, files, monkeypatch):
+    call = predict.Predictor.__call__
+    monkeypatch.setattr(predict.Predictor, '__call__', lambda self, picture, boxes=None: [
+        (box, {GENDER: p[GENDER]}) for box, p in call(self, picture, boxes)])
+    code, out, err = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint, '--json'])
+    assert code == 0, err
+    assert [sorted(face) for face in json.loads(out)[0]['faces']] == [['box', 'gender']] * 3
+    code, out, err = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint])
+    assert code == 0 and out.count('P(male)') == 3 and 'smile' not in out and 'emotion' not in out
