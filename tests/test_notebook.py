@@ -1,9 +1,12 @@
-"""The notebooks: committed without outputs, and run headless (nbclient + ipykernel) on demo data.
+"""The notebooks: committed without outputs, the student one generated from the solution, all run headless.
 
 The run tests write everything (demo data, checkpoints, reports) into pytest's temp folders: each
 notebook's `parameters` cell is replaced by one pointing there (nbclient does no papermill injection).
-practice.ipynb generates its own demo data and trains 40 steps (~1-1.5 min); beyond.ipynb reads the
-shared demo data set and a copy of the shared 3-epoch demo checkpoint (conftest), ~15 s once those exist.
+practice.ipynb (the solution) generates its own demo data, passes every check cell and trains 30
+steps (~1-1.5 min); practice_student.ipynb, with its blanks, fails every check cell with its own
+one-line message (~20 s). beyond.ipynb reads the shared demo data set and a copy of the shared
+3-epoch demo checkpoint (conftest), ~15 s once those exist. The checks themselves are also run
+in-process on wrong versions of the solution's functions, each of which they must reject.
 """
 import ast
 import glob
@@ -23,11 +26,13 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 PRACTICE = os.path.join(NOTEBOOK_DIR, 'practice.ipynb')
-BEYOND = os.path.join(NOTEBOOK_DIR, 'beyond.ipynb')
 STUDENT = os.path.join(NOTEBOOK_DIR, 'practice_student.ipynb')
+BEYOND = os.path.join(NOTEBOOK_DIR, 'beyond.ipynb')
 NOTEBOOKS = sorted(glob.glob(os.path.join(NOTEBOOK_DIR, '*.ipynb')))
-PRACTICE_PARAMETERS = {'DATA_DIR', 'USE_DEMO_IF_MISSING', 'CHECKPOINT_DIR', 'EPOCHS', 'MAX_STEPS', 'BATCH_SIZE',
-                       'AUGMENT'}
+PRACTICE_PARAMETERS = {'DATA_DIR', 'USE_DEMO_IF_MISSING', 'CHECKPOINT_DIR', 'EPOCHS', 'MAX_STEPS', 'BATCH_SIZE'}
+# The handout's functions, each a solution cell followed by the check cell that grades it.
+GRADED = ('get_one_hot_vector', 'convert_data_format', 'gen', '_define_input', '_build_model', '_define_loss',
+          'train', 'evaluate_test_sets')
 KERNEL_NAME = 'bknet-test-python3'
 CELL_TIMEOUT = 600  # seconds; the whole practice notebook takes ~1-2 min on 2 cores
 
@@ -75,10 +80,29 @@ def cell_text(cell):
     return ''.join(parts)
 
 
+def errors(cell):
+    return [out for out in cell.get('outputs', []) if out.output_type == 'error']
+
+
 def find_cell(nb, snippet):
     cells = [c for c in nb.cells if c.cell_type == 'code' and snippet in c.source]
     assert len(cells) == 1, 'expected one code cell containing %r, found %d' % (snippet, len(cells))
     return cells[0]
+
+
+def cell_by_id(nb, cell_id):
+    cells = [c for c in nb.cells if c.get('id') == cell_id]
+    assert len(cells) == 1, 'expected one cell with id %r, found %d' % (cell_id, len(cells))
+    return cells[0]
+
+
+def grade_cells(nb):
+    return [c for c in nb.cells if c.metadata.get('nbgrader', {}).get('grade')]
+
+
+def check_id(name):
+    """The id (and nbgrader grade_id) of the cell checking the handout's function `name`."""
+    return 'check_' + name.lstrip('_')
 
 
 @pytest.fixture
@@ -98,9 +122,9 @@ def kernel(tmp_path, monkeypatch):
     return KERNEL_NAME
 
 
-def client_for(nb, kernel):
+def client_for(nb, kernel, allow_errors=False):
     # cwd = the repo root, as the notebook's first cell makes it when started in notebooks/
-    return nbclient.NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT,
+    return nbclient.NotebookClient(nb, kernel_name=kernel, timeout=CELL_TIMEOUT, allow_errors=allow_errors,
                                    resources={'metadata': {'path': ROOT}})
 
 
@@ -117,14 +141,54 @@ def test_committed_notebook_is_clean(path):
             assert cell.execution_count is None, 'cell %d of %s has an execution count' % (i, path)
 
 
-def test_practice_notebook_exists_with_parameters():
-    assert PRACTICE in NOTEBOOKS
-    nb = read(PRACTICE)
+@pytest.mark.parametrize('path', [PRACTICE, STUDENT], ids=['solution', 'student'])
+def test_practice_notebooks_follow_the_handout(path):
+    assert path in NOTEBOOKS
+    nb = read(path)
     assert assigned_names(parameters_cell(nb).source) == PRACTICE_PARAMETERS
     text = '\n'.join(c.source for c in nb.cells if c.cell_type == 'markdown')
     for heading in ('## Phần 1: Dataset and Data provider', '## Phần 2: Định nghĩa mô hình và huấn luyện',
                     '## Bài tập về nhà'):
         assert heading in text
+    # Colab: the first code cell clones the repository from its one URL parameter, then installs.
+    setup = next(c for c in nb.cells if c.cell_type == 'code')
+    assert 'REPO_URL' in assigned_names(setup.source.replace('%pip', '#').replace('!git', '#'))
+    assert re.search(r'^ *!git clone .*\{REPO_URL\}', setup.source, re.M)
+    assert '%pip install -q -r requirements.txt' in setup.source
+
+
+def test_each_handout_function_has_a_solution_cell_then_its_check():
+    solution, student = read(PRACTICE), read(STUDENT)
+    ids = [c.get('id') for c in solution.cells]
+    for name in GRADED:
+        blank = cell_by_id(student, name)
+        meta = blank.metadata['nbgrader']
+        assert (meta['solution'], meta['grade'], meta['grade_id'], meta['schema_version']) == (True, False, name, 3)
+        assert re.search(r'^def %s\(' % name, blank.source, re.M), 'the signature stays for the student'
+        assert re.search(r'^    # YOUR CODE HERE\n    raise NotImplementedError\(\)$', blank.source, re.M)
+        assert make_student.BEGIN in cell_by_id(solution, name).source
+        # The next code cell after the function (past the read-only cell plugging it in) grades it.
+        following = [c for c in solution.cells[ids.index(name) + 1:] if c.cell_type == 'code']
+        check = next(c for c in following if not c.metadata.get('nbgrader', {}).get('locked') or
+                     c.metadata['nbgrader'].get('grade'))
+        meta = check.metadata['nbgrader']
+        assert (meta['grade'], meta['locked'], meta['solution'], meta['grade_id']) == (True, True, False,
+                                                                                        check_id(name))
+        assert "with checking('%s()'):" % name in check.source and meta['points'] > 0
+    assert len(grade_cells(solution)) == len(GRADED)
+
+
+def test_student_notebook_is_generated_from_the_solution():
+    # What `python notebooks/make_student.py` writes, byte for byte (nbformat.write adds the last newline).
+    expected = nbformat.writes(make_student.student_version(read(PRACTICE))) + '\n'
+    with open(STUDENT, encoding='utf-8') as f:
+        assert f.read() == expected, 'practice_student.ipynb is stale: run python notebooks/make_student.py'
+    student = read(STUDENT)
+    for cell in student.cells:
+        assert make_student.BEGIN not in cell.source and make_student.END not in cell.source, cell.id
+        meta = cell.metadata.get('nbgrader', {})
+        if meta.get('grade') or meta.get('locked'):
+            assert cell.metadata['editable'] is False and cell.metadata['deletable'] is False, cell.id
 
 
 def _notebook(*cells):
@@ -196,56 +260,128 @@ def test_make_student_writes_the_notebook_and_reports_bad_input_in_one_line(tmp_
     assert sorted(os.listdir(tmp_path)) == ['broken.ipynb', 'solution.ipynb', 'student.ipynb', 'unterminated.ipynb']
 
 
+# ----------------------------------------------------------------------------- the checks, in-process
+
+# (cell, text of the solution, its wrong replacement, the check's message must contain)
+WRONG = [
+    ('get_one_hot_vector', 'np.zeros(num_classes, dtype=np.float32)', 'np.zeros(num_classes)',
+     'get_one_hot_vector(): kết quả có kiểu float64, cần float32'),
+    ('convert_data_format', '(image.astype(np.float32) - 128.0) / 255.0', 'image.astype(np.float32) / 255.0',
+     'convert_data_format(): all_data[0] (smile): ảnh chưa được normalize đúng'),
+    ('convert_data_format', 'float(task)', 'float(task - 1)',  # the handout's prose: indexes 0, 1, 2
+     'convert_data_format(): all_data[0]: index = 0.0, cần là 1.0, 2.0 hoặc 3.0'),
+    ('gen', 'np.random.permutation(len(self.all_data))', 'np.arange(len(self.all_data))',
+     'gen(): hai epoch cho cùng một thứ tự'),
+    ('gen', 'range(0, len(order), self.batch_size)', 'range(0, len(order) - self.batch_size + 1, self.batch_size)',
+     'gen(): một epoch có 0 batch, cần 1'),  # the demo's 950 test faces in batches of 1000: no partial batch
+    ('_define_input', "tf.placeholder_with_default(False, [], name='phase_train')",
+     "tf.placeholder(tf.bool, [], name='phase_train')", '_define_input(): self.phase_train cần giá trị mặc định'),
+    ('_build_model', "'head_' + TASK_NAMES[task]", "'head%d' % task", '_build_model(): thiếu biến head_'),
+    ('_build_model', "'conv%d_%d' % (block, i)", "'conv%d' % block",  # TensorFlow refuses a variable made twice
+     '_build_model(): lỗi khi chạy ở _build_model(), dòng '),
+    ('_define_loss', 'tf.maximum(self.task_count[task], 1.0)', 'self.task_count[task]',
+     '_define_loss(): task_loss[GENDER] trên batch không có mẫu gender = nan, cần 0.00000'),
+    ('_define_loss', 'tf.reduce_sum(xent * mask)', 'tf.reduce_sum(xent)',
+     '_define_loss(): task_loss[SMILE] trên batch có cả 3 task = '),
+    ('train', 'if checkpoints:', 'if not "resumed":',
+     'train(): chạy lại train() khi đã đạt max_steps cần đọc lại checkpoint mới nhất'),
+]
+CHECKED_CELLS = ('check_tools',) + GRADED + ('student_dataset', 'student_bknet')
+
+
+@pytest.mark.parametrize('name, right, wrong, message', WRONG, ids=['%s-%d' % (w[0], i) for i, w in enumerate(WRONG)])
+def test_check_cells_reject_wrong_code_with_one_line(demo_dir, tmp_path, monkeypatch, name, right, wrong, message):
+    monkeypatch.chdir(ROOT)
+    nb = read(PRACTICE)
+    # The notebook's cells in a namespace of their own, named __main__ as in a kernel, then one function spoiled.
+    namespace = {'__name__': '__main__', 'DATA_DIR': demo_dir, 'CHECKPOINT_DIR': str(tmp_path)}
+    for cell_id in CHECKED_CELLS:
+        exec(cell_by_id(nb, cell_id).source, namespace)
+    given, solution = cell_by_id(nb, name).source.split(make_student.BEGIN)
+    assert solution.count(right) == 1, 'the solution changed: update this case'
+    exec(given + make_student.BEGIN + solution.replace(right, wrong), namespace)
+    check = cell_by_id(nb, check_id(name)).source
+    with pytest.raises(namespace['CheckFailed']) as info:
+        exec(check, namespace)
+    assert str(info.value).startswith(message) and '\n' not in str(info.value), str(info.value)
+    assert info.value._render_traceback_() == ['✘ ' + str(info.value)]  # what the notebook shows: no traceback
+
+
 # ----------------------------------------------------------------------------- headless runs
 
+def test_student_notebook_fails_each_check_with_its_own_message(tmp_path, kernel):
+    data_dir = str(tmp_path / 'data')  # empty: the notebook generates the demo set here
+    nb = read(STUDENT)
+    inject_parameters(nb, DATA_DIR=data_dir, USE_DEMO_IF_MISSING=True, CHECKPOINT_DIR=str(tmp_path / 'ckpt'),
+                      EPOCHS=1, MAX_STEPS=5, BATCH_SIZE=32)
+    client_for(nb, kernel, allow_errors=True).execute()
+
+    assert 'generating the synthetic demo data set' in cell_text(cell_by_id(nb, 'data'))
+    messages = []
+    for name in GRADED:
+        cell = cell_by_id(nb, check_id(name))
+        (error,) = errors(cell)
+        assert error.ename == 'CheckFailed', (cell.id, error.ename, error.evalue)
+        assert error.traceback == ['✘ ' + error.evalue], 'one line, no traceback: %s' % error.traceback
+        assert error.evalue == '%s(): chưa viết xong (còn raise NotImplementedError)' % name
+        messages.append(error.evalue)
+    assert len(messages) == len(set(messages)) == len(GRADED)
+    # The training cell needs the blanks; every other cell runs.
+    (error,) = errors(cell_by_id(nb, 'run'))
+    assert error.ename == 'NotImplementedError'
+    failed = {c.id for c in nb.cells if c.cell_type == 'code' and errors(c)}
+    assert failed == {c.id for c in grade_cells(nb)} | {'run'}
+    assert 'Epoch  1  batch_data = ' in cell_text(cell_by_id(nb, 'generator'))
+
+
 @pytest.mark.slow
-def test_practice_notebook_runs_on_demo_data(tmp_path, kernel):
+def test_practice_notebook_passes_its_checks_and_trains_on_demo_data(tmp_path, kernel):
     import data_utils
     from config import EMOTION, GENDER, SMILE
 
     data_dir = str(tmp_path / 'data')  # empty: the notebook generates the demo set here
     ckpt_dir = str(tmp_path / 'checkpoints')
-    steps = 40
+    steps = 30
     nb = read(PRACTICE)
     inject_parameters(nb, DATA_DIR=data_dir, USE_DEMO_IF_MISSING=True, CHECKPOINT_DIR=ckpt_dir,
-                      EPOCHS=1, MAX_STEPS=steps, BATCH_SIZE=32, AUGMENT=True)
+                      EPOCHS=1, MAX_STEPS=steps, BATCH_SIZE=32)
     client = client_for(nb, kernel)
-    train_cell = find_cell(nb, '.train()')
+    train_cell = cell_by_id(nb, 'run')
     with client.setup_kernel():
         for index, cell in enumerate(nb.cells):
             client.execute_cell(cell, index)  # raises CellExecutionError on the first failing cell
         first_training = cell_text(train_cell)
-        client.execute_cell(train_cell, nb.cells.index(train_cell))  # re-running the cell works
+        client.execute_cell(train_cell, nb.cells.index(train_cell))  # re-running the cell resumes
         second_training = cell_text(train_cell)
 
-    # The demo data was written into the temp folder, nowhere else.
-    assert 'generating the synthetic demo data set' in cell_text(find_cell(nb, 'make_demo'))
     assert os.path.isfile(data_utils.split_path(data_dir, SMILE, 'train'))
+    for name in GRADED:
+        assert '✔ %s(): đạt\n' % name in cell_text(cell_by_id(nb, check_id(name)))
 
-    # Phần 1: the all_data check and the gen() check with batches of 1000.
+    # Phần 1: the handout's printed lines: all_data's length, gen()'s batches of 1000.
     total = sum(data_utils.count_split(data_utils.split_path(data_dir, t, s))
                 for t, s in ((SMILE, 'test'), (EMOTION, 'public_test'), (GENDER, 'test')))
-    assert 'len(dataset.all_data) = %d' % total in cell_text(find_cell(nb, 'batch_size=64, data_dir=DATA_DIR'))
-    assert 'Epoch  1  batch_data = ' in cell_text(find_cell(nb, 'def generator('))
+    assert 'len(dataset.all_data) = %d\n' % total in cell_text(cell_by_id(nb, 'check_convert_data_format'))
     sizes = [1000] * (total // 1000) + ([total % 1000] if total % 1000 else [])
     expected = ''.join('%d %d %d %d\n' % (i, n, n, n) for i, n in enumerate(sizes, 1))
-    assert expected in cell_text(find_cell(nb, 'dataset.gen()'))
+    assert cell_text(cell_by_id(nb, 'check_gen')).startswith(expected)
 
-    # Phần 2: the model's shape lines, a fresh start, the step cap; then a resume when re-run.
-    for shape in ('(?, 24, 24, 32)', '(?, 12, 12, 64)', '(?, 6, 6, 128)', '(?, 3, 3, 256)'):
+    # Phần 2: the four block shapes, a fresh start, the step cap; then a resume when re-run.
+    for shape in ('(None, 24, 24, 32)', '(None, 12, 12, 64)', '(None, 6, 6, 128)', '(None, 3, 3, 256)'):
         assert shape in first_training
     assert 'Created model with fresh parameters.' in first_training
     assert 'Stopped at step %d (max_steps)' % steps in first_training
-    assert 'Reading model parameters from' in second_training
+    assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-%d' % steps) in second_training
 
-    # Bài tập về nhà: the reloaded model's accuracy on the four test files.
-    homework = cell_text(find_cell(nb, 'trained_model.restore(CHECKPOINT_DIR)'))
+    # Bài tập về nhà: the accuracy lines, recomputed here from the checkpoint and the test files.
+    homework = cell_text(cell_by_id(nb, 'check_evaluate_test_sets'))
     assert 'Restored %s' % os.path.join(ckpt_dir, 'model.ckpt-%d' % steps) in homework
     import config
     import model
     tf = config.import_tf()
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        net, _ = model.load_model(session, ckpt_dir)
+        net = model.Multitask_BKNet(session, training=False, verbose=False)
+        net.restore(ckpt_dir)
         for name, task, split in (('smile test', SMILE, 'test'), ('emotion public test', EMOTION, 'public_test'),
                                   ('emotion private test', EMOTION, 'private_test'), ('gender test', GENDER, 'test')):
             match = re.search(r'^%s +accuracy: ([0-9.]+) \((\d+) images\)$' % name, homework, re.M)
