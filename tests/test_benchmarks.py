@@ -1,9 +1,11 @@
 """The README's benchmark commands run: each in its cheapest form, on the demo data."""
+import json
 import os
 import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,3 +29,56 @@ def test_bench_data_reports_throughput_and_memory(demo_dir):
 def test_bench_train_quick_run_prints_the_table():
     out = _run('benchmarks/bench_train.py', '--quick')
     assert re.search(r'^\| *128 *\| *on *\|( *[\d.]+x? *\|){5} *\d+% *\|$', out, re.M), out
+
+
+def test_paired_bootstrap_against_hand_computed_cases():
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    import bench_multitask
+    same = np.array([1, 0, 1, 1, 0, 1], bool)
+    assert bench_multitask.paired_bootstrap(same, same, 100) == (0.0, (0.0, 0.0))  # paired: no spread at all
+    assert bench_multitask.paired_bootstrap(np.ones(50, bool), np.zeros(50, bool), 100) == (1.0, (1.0, 1.0))
+    # 1000 images, a right on 60 more than b: the difference 0.06, its standard error about
+    # sqrt(0.06 / 1000) (discordant pairs all one way), so the 95% interval is about 0.06 +- 0.015
+    a = np.zeros(1000, bool)
+    a[:560] = True
+    b = np.zeros(1000, bool)
+    b[:500] = True
+    diff, (low, high) = bench_multitask.paired_bootstrap(a, b, 2000)
+    assert diff == pytest.approx(0.06)
+    assert low == pytest.approx(0.06 - 1.96 * np.sqrt(0.06 * 0.94 / 1000), abs=0.004)
+    assert high == pytest.approx(0.06 + 1.96 * np.sqrt(0.06 * 0.94 / 1000), abs=0.004)
+
+
+@pytest.mark.slow
+def test_bench_multitask_quick_run_on_tiny_runs(demo_dir, tmp_path):
+    """Five 2-step runs as the README's commands make them (fewer steps), then the benchmark's table."""
+    import model
+    runs = tmp_path / 'runs'
+    for name, flags in (('smile', ['--tasks', 'smile']), ('emotion', ['--tasks', 'emotion']),
+                        ('gender', ['--tasks', 'gender']), ('all_fixed', []),
+                        ('all_uncertainty', ['--task-weighting', 'uncertainty'])):
+        _run('train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name), '--max-steps', '2',
+             '--batch-size', '32', '--quiet', *flags)
+    out_file = str(tmp_path / 'multitask.json')
+    out = _run('benchmarks/bench_multitask.py', '--runs-dir', str(runs), '--out', out_file, '--quick')
+    with open(out_file) as f:
+        report = json.load(f)
+    params = {name: r['parameters'] for name, r in report['runs'].items()}
+    assert params['single'] == params['smile'] + params['emotion'] + params['gender']
+    assert params['all_fixed'] + 3 == params['all_uncertainty']  # one log-variance per task
+    # three trunks against one: the difference is two trunks (the heads are the same)
+    with np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as shipped:
+        trunk = sum(shipped[n].size for n in shipped.files
+                    if n.startswith('trunk/') and not n.endswith(('moving_mean', 'moving_variance')))
+    assert params['single'] - params['all_fixed'] == 2 * trunk
+    sizes = {name: len(np.load(os.path.join(demo_dir, folder, split + '.npy')))
+             for name, folder, split in (('smile', 'smile_data', 'test'), ('emotion', 'emotion_data2', 'private_test'),
+                                         ('gender', 'gender_data', 'test'))}
+    for name, r in report['runs'].items():  # a share of right answers of the test split's images
+        for task, accuracy in r['accuracy'].items():
+            right = accuracy * sizes[task]
+            assert 0 <= accuracy <= 1 and right == pytest.approx(round(right))
+    assert report['runs']['single']['accuracy'] == {
+        t: report['runs'][t]['accuracy'][t] for t in ('smile', 'emotion', 'gender')}
+    assert len(report['comparisons']) == 9
+    assert '| multitask, learned weights - multitask, fixed weights |' in out
