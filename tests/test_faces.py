@@ -72,14 +72,20 @@ def test_yunet_finds_small_and_turned_faces_pasted_on_a_picture():
     assert on_face(boxes[0], truths[0], 0.3) and on_face(boxes[1], truths[1], 0.3)
 
 
-def test_yunet_boxes_are_framed_like_haar_boxes():
+def test_faces_both_find_get_the_haar_box_and_the_others_yunets_in_haar_framing():
     for name in ('astronaut', 'grace_hopper'):
         picture = photo(name)
         haar, = faces.detect_faces(picture, 'haar')
         yunet, = faces.detect_faces(picture)
-        assert faces.box_iou(haar, yunet) >= 0.7, (name, haar, yunet)
-        assert abs(yunet[2] / float(haar[2]) - 1) < 0.2  # the crop's square about as large (Haar's come in 10% steps)
-        assert np.hypot(*np.subtract(centre(yunet), centre(haar))) < 0.1 * haar[2]  # and about as centred
+        assert faces.box_iou(haar, yunet) >= 0.9, (name, haar, yunet)  # Haar's box, found around YuNet's
+        mapped = faces.haar_framing(faces.detect_yunet(picture)[0], picture.shape[1], picture.shape[0])
+        assert faces.box_iou(haar, mapped) >= 0.7  # the mapped box alone is close too
+        assert abs(mapped[2] / float(haar[2]) - 1) < 0.2  # about as large (Haar's sizes come in 10% steps)
+        assert np.hypot(*np.subtract(centre(mapped), centre(haar))) < 0.1 * haar[2]  # and about as centred
+    camera = photo('camera')  # Haar finds no face there: YuNet's box in Haar's framing
+    assert faces.detect_faces(camera) == [faces.haar_framing(faces.detect_yunet(camera)[0], 512, 512)]
+    blank = np.full((300, 300), 128, np.uint8)
+    assert faces.snap_to_haar(blank, [(100, 100, 80, 80)]) == [(100, 100, 80, 80)]
 
 
 def test_haar_framing_by_hand():
