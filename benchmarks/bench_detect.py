@@ -20,8 +20,10 @@ Sections:
              after `import evaluate` (what notebooks/beyond.ipynb does) against alone.
 --calibrate (needs ../shared/data): real 48x48 faces (WIKI, GENKI-4K, FER-2013) enlarged 2-4x onto
 a plain border; HAAR_FRAMING is fitted on the WIKI train faces both detectors find and checked on
-the test faces: box overlap with Haar's, the agreement of the three labels (against that of two
-Haar runs whose scale steps differ, 1.1 and 1.05), and each test set's accuracy with either crop.
+the test faces: box overlap with Haar's, the agreement of the three labels between the Haar crop
+and detect_faces' YuNet crop (snapped to Haar, mapped only, YuNet's own box), against the
+agreement of Haar with itself on the picture moved by one pixel, and each test set's accuracy
+with either crop.
 
 The test set (test_set()): photos that registry packages ship, with their faces marked here by
 eye (scikit-image's astronaut and cameraman, matplotlib's Grace Hopper); composites of those faces
@@ -426,16 +428,18 @@ def enlarged(face, factor):
 
 
 def paired_boxes(images, labels):
-    """-> (pictures, labels, Haar boxes, YuNet's own boxes, Haar boxes at a finer scale step) of the
-    images where all three find a face (the largest each)."""
-    kept = [], [], [], [], []
+    """-> (pictures, labels, Haar boxes, YuNet's own boxes, detect_faces' yunet boxes, Haar boxes on the
+    picture moved 1 px right and down) of the images where each finds a face (the largest each)."""
+    kept = [], [], [], [], [], []
     for i, (face, label) in enumerate(zip(images, labels)):
         picture = enlarged(face, 2 + i % 3)
         haar = faces.detect_faces(picture, 'haar')
         yunet = sorted(faces.detect_yunet(picture), key=lambda box: box[2] * box[3], reverse=True)
-        finer = faces.detect_haar(picture, scale_factor=1.05)
-        if haar and yunet and finer:
-            for column, value in zip(kept, (picture, label, haar[0], yunet[0], finer[0])):
+        final = faces.detect_faces(picture, 'yunet')
+        moved = faces.detect_faces(np.pad(picture, ((1, 0), (1, 0)), mode='edge')[:-1, :-1], 'haar')
+        if haar and yunet and final and moved:
+            x, y, w, h = moved[0]
+            for column, value in zip(kept, (picture, label, haar[0], yunet[0], final[0], (x - 1, y - 1, w, h))):
                 column.append(value)
     return kept
 
@@ -457,7 +461,7 @@ def calibrate(limit, tf):
 
     print('== calibration: real faces (../shared/data) enlarged 2-4x; the first %d of each split at most' % limit)
     t0 = time.time()
-    _, _, haar, yunet, _ = paired_boxes(*split('gender.npz', 'train'))
+    haar, yunet = paired_boxes(*split('gender.npz', 'train'))[2:4]
     fitted = fit_framing(haar, yunet)
     print('fitted on %d WIKI train faces both find (%.0f s): scale %.3f, dx %.3f, dy %.3f; faces.HAAR_FRAMING is %s'
           % (len(haar), time.time() - t0, fitted['scale'], fitted['dx'], fitted['dy'], faces.HAAR_FRAMING))
@@ -467,19 +471,20 @@ def calibrate(limit, tf):
                                                 ('GENKI-4K test', 'genki4k.npz', 'test', config.SMILE),
                                                 ('FER-2013 PrivateTest', 'fer2013.npz', 'PrivateTest', config.EMOTION)):
             images, labels = split(archive, split_name)
-            pictures, labels, haar, yunet, finer = paired_boxes(images, labels)
+            pictures, labels, haar, yunet, final, moved = paired_boxes(images, labels)
             framed = [faces.haar_framing(b, p.shape[1], p.shape[0]) for p, b in zip(pictures, yunet)]
             plain = [tuple(int(v) for v in b[:4]) for b in yunet]
-            print('\n%s: %d faces, Haar (at both scale steps) and YuNet find %d; IoU with Haar median %.2f '
-                  '(YuNet own box %.2f)' % (name, len(images), len(haar), np.median([
-                      faces.box_iou(a, b) for a, b in zip(haar, framed)]), np.median([
-                      faces.box_iou(a, b) for a, b in zip(haar, plain)])))
-            for label, other in (('YuNet in Haar framing', framed), ('YuNet own box (no map)', plain),
-                                 ('Haar, scale step 1.05', finer)):
-                print('  Haar vs %-24s' % label, end='')
+            print('\n%s: %d faces, both detectors find %d; IoU with Haar median: YuNet %.2f, mapped %.2f, '
+                  'snapped %.2f; Haar %.0f%% the same box' % (
+                      name, len(images), len(haar), *[np.median([faces.box_iou(a, b) for a, b in zip(haar, boxes)])
+                                                      for boxes in (plain, framed, final)],
+                      100 * np.mean([tuple(a) == tuple(b) for a, b in zip(haar, final)])))
+            for label, other in (('detect_faces (yunet)', final), ('YuNet mapped, no snap', framed),
+                                 ('YuNet own box', plain), ('Haar, picture moved 1 px', moved)):
+                print('  Haar vs %-25s' % label, end='')
                 _print_agreement(label_agreement(net, pictures, list(zip(haar, other))), len(haar))
             correct = {}
-            for label, boxes in (('Haar', haar), ('YuNet', framed)):
+            for label, boxes in (('Haar', haar), ('YuNet', final)):
                 crops = np.stack([faces.preprocess_face(p, b) for p, b in zip(pictures, boxes)])
                 correct[label] = np.argmax(net.predict(crops)[task], 1) == np.asarray(labels)
             both = np.mean(correct['Haar'] == correct['YuNet'])
