@@ -209,3 +209,17 @@ def test_follower_keeps_a_lost_face_until_the_next_full_search():
     assert len(first) == 1
     assert follower(blank) == first and follower(blank) == first  # followed frames keep the last box
     assert follower(blank) == []  # the full search finds nothing
+
+
+def test_the_benchmarks_matching_rule_by_hand():
+    """benchmarks/bench_detect.py counts a face found when a box's centre is in its box and the sides
+    are within 2x; each box finds one face at most, the rest are false faces."""
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    import bench_detect
+    truths = [(0, 0, 100, 100, 0.0, 'a'), (200, 0, 50, 50, 0.0, 'b')]
+    boxes = [(10, 5, 90, 90),     # the first face
+             (0, 0, 100, 100),    # the first face again: false
+             (125, -75, 200, 200),  # centred on the second face but 4x its side: false
+             (400, 400, 50, 50)]  # nothing there: false
+    assert bench_detect.match(boxes, truths) == ([True, False], 3)
+    assert bench_detect.match([(201, 1, 48, 48)] + boxes[:1], truths) == ([True, True], 0)
