@@ -37,7 +37,7 @@ from data_utils import DataError
 DETECTORS = ('yunet', 'haar')
 DEFAULT_DETECTOR = 'yunet'
 # Searched at this longer side: YuNet finds faces down to ~10 px there (15 px in a 640x480
-# frame) and stays within the 20 ms a 640x480 photo may take; Haar's smallest face is 24 px.
+# frame); 416 or 320 is faster and misses more small faces (bench_detect.py). Haar's smallest is 24 px.
 DETECT_SIDE = {'yunet': 480, 'haar': 640}
 YUNET_MAX_SIDE = 960  # libfacedetection warns that larger inputs degrade its detections
 YUNET_MIN_SCORE = 60  # of 100: real faces score 71+ (99% of those calibrated on), textures up to 59 (a galaxy)
