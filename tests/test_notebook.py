@@ -426,3 +426,12 @@ def test_beyond_notebook_runs_on_demo_checkpoint(tmp_path, kernel, demo_dir, dem
     # learning rate + 3 tasks x (train loss, train accuracy, validation, validation of the raw weights); 3 epochs
     assert match and int(match.group(1)) == 13 and int(match.group(2)) == 3
     assert images(curves) == 1
+    comparison = find_cell(nb, 'MULTITASK_RESULTS')  # the README's multitask table, read from its JSON
+    with open(os.path.join(ROOT, 'results', 'multitask.json')) as f:
+        results = json.load(f)['runs']
+    for label, run in (('single-task x3', 'single'), ('multitask, fixed', 'all_fixed'),
+                       ('multitask, learned', 'all_uncertainty')):
+        accuracy = results[run]['accuracy']
+        assert '%-20s smile %.1f%%  emotion %.1f%%  gender %.1f%%' % (
+            label, 100 * accuracy['smile'], 100 * accuracy['emotion'], 100 * accuracy['gender']) in cell_text(comparison)
+    assert images(comparison) == 1
