@@ -611,7 +611,8 @@ def _device_name():
     gpus = tf.config.list_physical_devices('GPU')
     if gpus:
         return 'GPU (%s)' % ', '.join(g.name for g in gpus)
-    return 'CPU (%d cores, oneDNN %s)' % (os.cpu_count(), 'on' if os.environ.get('TF_ENABLE_ONEDNN_OPTS') == '1' else 'off')
+    from tensorflow.python.util import _pywrap_util_port  # what TensorFlow chose: unset means on, on Linux x86
+    return 'CPU (%d cores, oneDNN %s)' % (os.cpu_count(), 'on' if _pywrap_util_port.IsMklEnabled() else 'off')
 
 
 def _remove_checkpoints(ckpt_dir):
