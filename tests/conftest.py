@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +40,22 @@ def demo_dir(tmp_path_factory):
     path = str(tmp_path_factory.mktemp('demo') / 'data')
     prepare_data.make_demo(path, seed=0)
     return path
+
+
+def log_softmax(z):
+    """Row-wise log softmax in NumPy: the reference the loss tests compare TensorFlow's with."""
+    z = z - z.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def mixed_batch(rng, n=24):
+    """A batch of random faces cycling through the three tasks, with random one-hot labels of each task's classes."""
+    import config
+    indexes = np.array(list(config.TASKS) * (n // len(config.TASKS)), np.float32)
+    labels = np.zeros((n, config.LABEL_WIDTH), np.float32)
+    labels[np.arange(n), [rng.randint(config.NUM_CLASSES[int(t)]) for t in indexes]] = 1.0
+    images = rng.uniform(-0.5, 0.5, (n, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)).astype(np.float32)
+    return images, labels, indexes
 
 
 def running_in_ci(environ):

@@ -6,31 +6,19 @@ import numpy as np
 import pytest
 
 import config
-from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
+from config import EMOTION, GENDER, NUM_CLASSES, TASKS
 import data_provider
 import data_utils
 import model
 
+from conftest import log_softmax, mixed_batch  # NumPy references shared with the other loss tests
+
 tf = config.import_tf()
-
-
-def _log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def _batch(rng, n=24):
-    indexes = np.array([SMILE, EMOTION, GENDER] * (n // 3), np.float32)
-    labels = np.zeros((n, config.LABEL_WIDTH), np.float32)
-    classes = [rng.randint(NUM_CLASSES[int(t)]) for t in indexes]
-    labels[np.arange(n), classes] = 1.0
-    images = rng.uniform(-0.5, 0.5, (n, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)).astype(np.float32)
-    return images, labels, indexes
 
 
 def test_smoothed_emotion_and_weighted_gender_losses_match_numpy():
     rng = np.random.RandomState(3)
-    images, labels, indexes = _batch(rng)
+    images, labels, indexes = mixed_batch(rng)
     eps, gender_weights = 0.2, np.array([2.5, 0.4], np.float32)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, verbose=False, label_smoothing=eps)
@@ -47,7 +35,7 @@ def test_smoothed_emotion_and_weighted_gender_losses_match_numpy():
             targets = targets * (1 - eps) + eps / k
         if task == GENDER:
             weights = gender_weights[labels[rows, :k].argmax(1)]
-        xent = -(targets * _log_softmax(logits[task][rows].astype(np.float64))).sum(1)
+        xent = -(targets * log_softmax(logits[task][rows].astype(np.float64))).sum(1)
         np.testing.assert_allclose(losses[task], (weights * xent).sum() / weights.sum(), rtol=1e-5)
 
 
@@ -80,7 +68,7 @@ def ema_run(demo_dir, tmp_path_factory):
         shadows = [net.ema.average(v) for v in net.model_variables]
         history = [session.run([net.model_variables, shadows])]
         for _ in range(3):
-            images, labels, indexes = _batch(rng, 48)
+            images, labels, indexes = mixed_batch(rng, 48)
             session.run(net.train_op, {net.input_images: images, net.input_labels: labels,
                                        net.input_indexes: indexes, net.phase_train: True, net.learning_rate: 0.05})
             history.append(session.run([net.model_variables, shadows]))

@@ -14,31 +14,20 @@ import export
 import model
 import train
 
+from conftest import log_softmax, mixed_batch  # NumPy references shared with the other loss tests
+
 tf = config.import_tf()
-
-
-def _log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def _batch(rng, n=24):
-    indexes = np.array([SMILE, EMOTION, GENDER] * (n // 3), np.float32)
-    labels = np.zeros((n, config.LABEL_WIDTH), np.float32)
-    labels[np.arange(n), [rng.randint(NUM_CLASSES[int(t)]) for t in indexes]] = 1.0
-    images = rng.uniform(-0.5, 0.5, (n, config.IMAGE_SIZE, config.IMAGE_SIZE, 1)).astype(np.float32)
-    return images, labels, indexes
 
 
 def _xent(logits, labels, rows, task):
     """The mean cross-entropy of task's rows, in float64."""
     k = NUM_CLASSES[task]
-    return -(labels[rows, :k] * _log_softmax(logits[rows].astype(np.float64))).sum(1).mean()
+    return -(labels[rows, :k] * log_softmax(logits[rows].astype(np.float64))).sum(1).mean()
 
 
 def test_learned_weighting_loss_and_its_gradient_match_numpy():
     rng = np.random.RandomState(5)
-    images, labels, indexes = _batch(rng)
+    images, labels, indexes = mixed_batch(rng)
     log_variance = {SMILE: 0.3, EMOTION: -0.5, GENDER: 1.2}
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, verbose=False, task_weighting='uncertainty')
@@ -63,7 +52,7 @@ def test_learned_weighting_loss_and_its_gradient_match_numpy():
 
 
 def test_fixed_weighting_adds_the_heads_losses():
-    images, labels, indexes = _batch(np.random.RandomState(6))
+    images, labels, indexes = mixed_batch(np.random.RandomState(6))
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, verbose=False)
         session.run(tf.global_variables_initializer())
@@ -76,7 +65,7 @@ def test_fixed_weighting_adds_the_heads_losses():
 
 
 def test_a_single_task_model_has_the_trunk_and_one_head():
-    images, labels, indexes = _batch(np.random.RandomState(7))
+    images, labels, indexes = mixed_batch(np.random.RandomState(7))
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         full = model.Multitask_BKNet(session, verbose=False, training=False)
         full_sizes = {v.op.name: v.shape.num_elements() for v in tf.trainable_variables()}
@@ -92,7 +81,7 @@ def test_a_single_task_model_has_the_trunk_and_one_head():
     assert full.tasks == TASKS
     # only the emotion rows count: the other tasks' samples in the batch add nothing
     np.testing.assert_allclose(loss, _xent(logits[EMOTION], labels, indexes == EMOTION, EMOTION) + decay, rtol=1e-5)
-    np.testing.assert_allclose(probs[EMOTION], np.exp(_log_softmax(logits[EMOTION].astype(np.float64))), atol=1e-5)
+    np.testing.assert_allclose(probs[EMOTION], np.exp(log_softmax(logits[EMOTION].astype(np.float64))), atol=1e-5)
 
 
 @pytest.mark.parametrize('overrides, message', [
