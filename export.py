@@ -7,8 +7,9 @@
 The SavedModel holds the very graph model.py builds (inference mode: batch norm with its moving
 averages, no dropout) with a uint8 face input normalised inside it, so no model code is copied.
 Its one signature, serving_default, takes faces: uint8 [N, 48, 48] (grayscale crops as
-prepare_data.preprocess_face makes them) and returns smile [N, 2], emotion [N, 7] and gender [N, 2]
-probabilities (a model trained with --tasks: those of its heads), classes in config.CLASS_NAMES order (also in assets.extra/class_names.json). With
+faces.preprocess_face makes them) and returns smile [N, 2], emotion [N, 7] and gender [N, 2]
+probabilities (a model trained with --tasks: those of its heads), classes in config.CLASS_NAMES
+order (also in assets.extra/class_names.json). With
 --tta-views 2 or 18 they are the mean over that many test-time views of each face (its mirror image,
 and shifts of -2, 0, +2 px: model.tta_views), computed inside the graph at that many times the cost:
 

@@ -44,7 +44,7 @@ import data_utils
 from config import EMOTION, GENDER, IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASK_NAMES, TASKS, task_indexes
 
 tf = config.import_tf()  # oneDNN is left to the entry points (train.py, evaluate.py, predict.py): importing decides nothing
-import layers  # noqa: E402  (after the TF import above, which decides oneDNN)
+import layers  # noqa: E402  (after the quiet TF import above)
 
 TRUNK = ((32, 2), (64, 2), (128, 2), (256, 3))  # (filters, convolutions) per block
 HEAD_UNITS = 256
@@ -558,8 +558,8 @@ class Multitask_BKNet(object):
         train = {t: (s[0] / max(s[2], 1), s[1] / max(s[2], 1)) for t, s in sums.items()}
         scores = {val_name: result, val_name + '_raw': raw} if raw else {val_name: result}
         scores = {name: {t: r['correct'] / max(r['count'], 1) for t, r in res.items()} for name, res in scores.items()}
-        task_weight = self.sess.run(self.task_weight)
         learned = self.config['task_weighting'] == 'uncertainty'
+        task_weight = self.sess.run(self.task_weight) if learned else None
         if self.verbose:
             print(', '.join('%s_loss: %.2f' % (TASK_NAMES[t], train[t][0]) for t in self.tasks) + ', ' +
                   ', '.join('%s_acc: %.4f' % (TASK_NAMES[t], train[t][1]) for t in self.tasks))
