@@ -183,10 +183,10 @@ def main(argv=None):
     except (model.CheckpointError, ExportError) as err:
         print('error: %s' % err, file=sys.stderr)
         return 2
+    heads = model.load_config(path)['tasks']  # read once: a --tasks model exports only its heads
     print('exported %s to %s: signature %s, input %s uint8 [N, %d, %d], outputs %s'
           % (path, args.out, SIGNATURE, INPUT, IMAGE_SIZE, IMAGE_SIZE,
-             ', '.join('%s [N, %d]' % (name, len(CLASS_NAMES[t])) for t, name in TASK_NAMES.items()
-                       if name in model.load_config(path)['tasks'])))
+             ', '.join('%s [N, %d]' % (name, len(CLASS_NAMES[t])) for t, name in TASK_NAMES.items() if name in heads)))
     return 0
 
 

