@@ -7,7 +7,7 @@ Public names:
   IMAGE_SIZE                      faces are IMAGE_SIZE x IMAGE_SIZE grayscale
   DEFAULTS                        training / model defaults; every CLI flag overrides one
   import_tf(onednn)               TensorFlow with its start-up chatter silenced
-  session_config()                a ConfigProto that trains on a GPU when there is one
+  session_config(bfloat16=False)  a ConfigProto that trains on a GPU when there is one (bfloat16 on an AMX CPU)
   docstring_parser(doc, examples) an ArgumentParser whose help is a script's module docstring
   exit_on_interrupt(message)      Ctrl-C exits with 130 and one line instead of a traceback
 """
@@ -55,6 +55,7 @@ DEFAULTS = dict(
     keep_prob=0.5,
     augment=True,
     aug_pad=10,                 # pad + random crop shift, pixels
+    random_erasing=0.0,         # share of training faces with one random rectangle replaced by noise (Zhong et al.)
     tasks=('smile', 'emotion', 'gender'),  # the heads the network has (any non-empty subset)
     task_weights=(1.0, 1.0, 1.0),  # smile, emotion, gender: copies of each train set per epoch
     task_weighting='fixed',     # 'fixed': the heads' losses add up; 'uncertainty': learned weights (Kendall et al.)
@@ -65,6 +66,7 @@ DEFAULTS = dict(
     gender_balance=0.0,         # gender loss weights class c by n_c ** -this (1 = class-balanced, 0 = plain)
     max_steps=0,                # stop after this many global steps (0 = no cap); never saved in config.json
     keep_checkpoints=3,
+    bfloat16=False,             # training's convolutions and matmuls in bfloat16: 1.7x on a CPU with AMX, slower without
     init_from=None,             # a fresh run starts from these weights (checkpoint folder/prefix or weights.npz)
 )
 
@@ -105,11 +107,19 @@ def _stderr_silenced():
         os.close(devnull)
 
 
-def session_config():
-    """Soft placement and on-demand GPU memory: the same graph runs on CPU or a Colab GPU."""
+def session_config(bfloat16=False):
+    """Soft placement and on-demand GPU memory: the same graph runs on CPU or a Colab GPU.
+
+    bfloat16: let oneDNN's grappler pass run the CPU's convolutions and matmuls in bfloat16
+    (variables stay float32). Measured here: 1.7x training throughput on a CPU with AMX; the
+    same pass made training 0.62x as fast on a CPU with AVX-512 BF16 but no AMX.
+    """
     tf = import_tf()
     cfg = tf.ConfigProto(allow_soft_placement=True)
     cfg.gpu_options.allow_growth = True
+    if bfloat16:
+        from tensorflow.core.protobuf import rewriter_config_pb2
+        cfg.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     return cfg
 
 

@@ -5,7 +5,8 @@ Public names:
     .all_data   sequence of (img float32 48x48x1, one-hot label (7,), task index) like the handout's list
     .gen(start_batch=0)   one epoch of (batch_images, batch_labels, batch_indexes); reshuffled per call
     .reseed(seed)         restart the random stream (training seeds each epoch from (seed, epoch))
-  augment_batch(images, rng, pad)   random shift, horizontal flip and rotation, vectorised
+  augment_batch(images, rng, pad, erase=0)   random shift, horizontal flip and rotation (and erasing), vectorised
+  erase_rectangles(images, rng, share)       one random rectangle of noise in a share of the images
   one_hot(labels)                   int labels -> (N, 7) float32
 """
 import numpy as np
@@ -14,6 +15,9 @@ from config import IMAGE_SIZE, LABEL_WIDTH, TASKS
 import data_utils
 
 MAX_ROTATION_DEG = 10.0
+# Random erasing (Zhong et al., AAAI 2020): the rectangle's share of the face and its aspect ratio.
+ERASE_AREA = (0.02, 0.25)
+ERASE_ASPECT = (0.3, 3.3)
 VALIDATION_FRACTION = 0.1
 
 
@@ -58,6 +62,7 @@ class Dataset(object):
       the default keeps the handout's 'train' whole and holds out VALIDATION_FRACTION for 'validation'.
     shuffle: reshuffle at the start of every gen() call; defaults to True only for 'train'.
     augment: random shift/flip/rotation of training batches (never use it on a test set).
+    random_erasing: with augment, the share of faces that also get one rectangle of noise.
     task_weights: (smile, emotion, gender) copies of each task's samples per epoch; 2.5 means
       two full passes plus a random half. Only for training.
     tasks: the task indexes to read (default all three; a single-task model reads one).
@@ -65,7 +70,7 @@ class Dataset(object):
 
     def __init__(self, data_type='train', batch_size=128, data_dir='data', shuffle=None, augment=False,
                  aug_pad=10, task_weights=None, seed=None, allow_pickle=False, verbose=True,
-                 validation_fraction=None, tasks=TASKS):
+                 validation_fraction=None, tasks=TASKS, random_erasing=0.0):
         # Mapped, not read: only the headers are touched here, the pixels are read once, below.
         self.tasks = tuple(t for t in TASKS if t in tasks)
         if not self.tasks:
@@ -77,6 +82,7 @@ class Dataset(object):
         self.shuffle = (data_type == 'train') if shuffle is None else bool(shuffle)
         self.augment = bool(augment)
         self.aug_pad = int(aug_pad)
+        self.random_erasing = float(random_erasing)
         self.task_weights = tuple(float(w) for w in task_weights) if task_weights is not None else None
         if self.task_weights is not None and (len(self.task_weights) != len(TASKS) or min(self.task_weights) < 0):
             raise ValueError('task_weights needs %d non-negative numbers, got %r' % (len(TASKS), task_weights))
@@ -167,18 +173,18 @@ class Dataset(object):
                 idx = np.sort(idx)  # gathers faster from sorted positions; order inside a batch does not matter
             images = self.images[idx]
             if self.augment:
-                batch = augment_batch(images, self.rng, self.aug_pad)
+                batch = augment_batch(images, self.rng, self.aug_pad, self.random_erasing)
             else:
                 batch = data_utils.normalize(images)
             yield batch[..., None], one_hot(self.labels[idx]), self.indexes[idx]
 
 
-def augment_batch(images, rng, pad=10, max_rotation=MAX_ROTATION_DEG):
+def augment_batch(images, rng, pad=10, erase=0.0, max_rotation=MAX_ROTATION_DEG):
     """Normalised, augmented copies of a uint8 batch (B,48,48): the lineage recipe, vectorised.
 
     Each image is shifted by up to `pad` pixels (zero padding then a random 48x48 crop), flipped
     left-right with p=0.5 and rotated by a uniform angle in +-max_rotation degrees with p=0.5;
-    all three are one inverse affine map sampled bilinearly.
+    all three are one inverse affine map sampled bilinearly. Then erase_rectangles(share=erase).
     """
     n, size = len(images), IMAGE_SIZE
     shift = rng.randint(-pad, pad + 1, size=(n, 2)).astype(np.float32) if pad else np.zeros((n, 2), np.float32)
@@ -193,7 +199,25 @@ def augment_batch(images, rng, pad=10, max_rotation=MAX_ROTATION_DEG):
     xs_f = np.where(flip[:, None, None], -xs, xs)
     src_y = cos * ys - sin * xs_f + centre - shift[:, 0, None, None]
     src_x = sin * ys + cos * xs_f + centre - shift[:, 1, None, None]
-    return _bilinear(data_utils.normalize(images), src_y, src_x)
+    out = _bilinear(data_utils.normalize(images), src_y, src_x)
+    return erase_rectangles(out, rng, erase) if erase else out
+
+
+def erase_rectangles(images, rng, share):
+    """Random erasing in place: each normalised image (B,H,W) with probability `share` gets one
+    rectangle of ERASE_AREA of its area and ERASE_ASPECT height/width, anywhere inside it,
+    filled with uniform noise over the pixel range. Returns images."""
+    n, h, w = images.shape
+    chosen = np.flatnonzero(rng.rand(n) < share)
+    area = rng.uniform(*ERASE_AREA, size=len(chosen)) * h * w
+    aspect = np.exp(rng.uniform(*np.log(ERASE_ASPECT), size=len(chosen)))
+    heights = np.clip(np.round(np.sqrt(area * aspect)), 1, h).astype(int)
+    widths = np.clip(np.round(np.sqrt(area / aspect)), 1, w).astype(int)
+    low, high = data_utils.normalize(np.array([0, 255], np.uint8))
+    for i, eh, ew in zip(chosen, heights, widths):
+        y, x = rng.randint(h - eh + 1), rng.randint(w - ew + 1)
+        images[i, y:y + eh, x:x + ew] = rng.uniform(low, high, size=(eh, ew))
+    return images
 
 
 def _bilinear(images, y, x):

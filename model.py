@@ -92,7 +92,8 @@ _RANGES = dict(epochs=(1, None, False), batch_size=(1, None, False), keep_checkp
                max_steps=(0, None, False), aug_pad=(0, IMAGE_SIZE // 2, False), learning_rate=(0, None, False),
                lr_decay_rate=(0, None, True), lr_decay_epochs=(0, None, True), weight_decay=(0, None, False),
                keep_prob=(0, 1, True), validation_fraction=(0, 0.5, False), ema_decay=(0, 1, False),
-               label_smoothing=(0, 1, False), gender_balance=(0, None, False))
+               label_smoothing=(0, 1, False), gender_balance=(0, None, False),
+               random_erasing=(0, 1, False))
 
 
 def _check_config(cfg):
@@ -437,7 +438,8 @@ class Multitask_BKNet(object):
         cfg = self.config
         ckpt_dir = cfg['checkpoint_dir']
         train_set = data_provider.Dataset('train', cfg['batch_size'], cfg['data_dir'], augment=cfg['augment'],
-                                          aug_pad=cfg['aug_pad'], task_weights=cfg['task_weights'],
+                                          aug_pad=cfg['aug_pad'], random_erasing=cfg['random_erasing'],
+                                          task_weights=cfg['task_weights'],
                                           validation_fraction=cfg['validation_fraction'], verbose=self.verbose,
                                           tasks=self.tasks)
         if cfg['validation_fraction']:

@@ -52,6 +52,13 @@ def parse_args(argv=None):
     p.add_argument('--augment', dest='augment', action='store_true', default=None)
     p.add_argument('--no-augment', dest='augment', action='store_false')
     p.add_argument('--aug-pad', type=int)
+    p.add_argument('--random-erasing', type=float, metavar='P',
+                   help='share of training faces with a random rectangle (2-25%% of the face) replaced by noise '
+                        '(default: %s)' % d['random_erasing'])
+    p.add_argument('--bf16', dest='bfloat16', action='store_true', default=None,
+                   help="train convolutions and matmuls in bfloat16 (oneDNN's mixed precision): 1.7x faster on a "
+                        "CPU with AMX, slower on one without (default: float32)")
+    p.add_argument('--no-bf16', dest='bfloat16', action='store_false', help='train in float32')
     p.add_argument('--tasks', nargs='+', choices=[config.TASK_NAMES[t] for t in TASKS],
                    help='the heads to train: a single-task model has one (default: %s)' % ' '.join(d['tasks']))
     p.add_argument('--task-weights', type=float, nargs=3, metavar=('SMILE', 'EMOTION', 'GENDER'),
@@ -120,7 +127,7 @@ def main(argv=None):
             print('Generating the demo data set in %s' % cfg['data_dir'])
             prepare_data.make_demo(cfg['data_dir'])
         tf = config.import_tf()
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config(cfg['bfloat16'])) as session:
             net = model.Multitask_BKNet(session, cfg, verbose=not args.quiet)
             net.train(fresh=args.fresh)
     except (data_utils.DataError, model.CheckpointError, model.TrainingDiverged) as err:

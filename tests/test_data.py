@@ -270,6 +270,51 @@ def test_augment_with_a_real_rng_is_seeded_and_in_range(pictures):
     assert a.min() >= BLACK - 1e-6 and a.max() <= WHITE + 1e-6
 
 
+def _erased_boxes(before, after):
+    """The bounding box (y0, y1, x0, x1) of the pixels that changed in each image, or None."""
+    boxes = []
+    for a, b in zip(before, after):
+        ys, xs = np.nonzero(a != b)
+        boxes.append((ys.min(), ys.max() + 1, xs.min(), xs.max() + 1) if len(ys) else None)
+    return boxes
+
+
+def test_random_erasing_replaces_one_rectangle_in_the_chosen_share():
+    flat = np.full((400, 48, 48), 3.0, np.float32)  # a value the noise (within the pixel range) never hits exactly
+    out = data_provider.erase_rectangles(flat.copy(), np.random.RandomState(0), 0.5)
+    boxes = _erased_boxes(flat, out)
+    erased = [b for b in boxes if b is not None]
+    assert 160 < len(erased) < 240  # binomial(400, 0.5): 200 +- 5 sigma
+    for (y0, y1, x0, x1), image in zip(erased, out[[b is not None for b in boxes]]):
+        area = (y1 - y0) * (x1 - x0)
+        low, high = data_provider.ERASE_AREA
+        assert low * 48 * 48 * 0.5 <= area <= high * 48 * 48 * 1.5  # rounding of the sides
+        inside = image[y0:y1, x0:x1]
+        assert np.all(inside != 3.0), 'the changed pixels form one filled rectangle'
+        assert BLACK - 1e-6 <= inside.min() and inside.max() <= WHITE + 1e-6
+        assert np.std(inside) > 0.1  # noise, not a flat patch
+    untouched = out[[b is None for b in boxes]]
+    np.testing.assert_array_equal(untouched, 3.0)
+
+
+def test_random_erasing_off_or_zero_share_changes_nothing(pictures):
+    rng = np.random.RandomState(5)
+    np.testing.assert_array_equal(data_provider.augment_batch(pictures, ScriptedRng(), pad=0, erase=0.0),
+                                  data_utils.normalize(pictures))
+    flat = np.zeros((50, 48, 48), np.float32)
+    np.testing.assert_array_equal(data_provider.erase_rectangles(flat.copy(), rng, 0.0), flat)
+
+
+def test_dataset_passes_random_erasing_to_its_batches(demo_dir):
+    kwargs = dict(data_type='train', batch_size=256, data_dir=demo_dir, augment=True, aug_pad=0, verbose=False)
+    erased = data_provider.Dataset(random_erasing=1.0, seed=7, **kwargs)
+    plain = data_provider.Dataset(seed=7, **kwargs)
+    images = next(erased.gen())[0]
+    # the same draws up to the erasing, then every face has a rectangle of noise the plain one lacks
+    differs = np.abs(images - next(plain.gen())[0]).reshape(len(images), -1).max(axis=1) > 0
+    assert differs.all()
+
+
 # ----------------------------------------------------------------------------- the course's pickled files
 
 def pickled_pairs(path, images, labels, as_rows=True):

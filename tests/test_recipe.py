@@ -1,4 +1,5 @@
-"""The recipe's options against NumPy: emotion label smoothing, gender class weights, the weights' moving average."""
+"""The recipe's options against NumPy: emotion label smoothing, gender class weights, the weights' moving average;
+bfloat16 training against float32."""
 import os
 import shutil
 
@@ -111,3 +112,39 @@ def test_inference_reads_the_average_and_training_keeps_its_weights(ema_run):
     for name, value, shadow in zip(ema_run['names'], restored, shadows):
         np.testing.assert_array_equal(value, shadow, err_msg=name)
     assert result == ema_run['result']
+
+
+def _cpu_has_bfloat16():
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return 'amx_bf16' in flags or 'avx512_bf16' in flags
+
+
+def test_bfloat16_session_computes_the_float32_network_to_bfloat16_precision():
+    rng = np.random.RandomState(4)
+    images, labels, indexes = mixed_batch(rng)
+    results = {}
+    for bfloat16 in (False, True):
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config(bfloat16)) as session:
+            tf.set_random_seed(11)  # the same initial weights in both graphs
+            net = model.Multitask_BKNet(session, verbose=False)
+            session.run(tf.global_variables_initializer())
+            feed = {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
+                    net.phase_train: True, net.learning_rate: 0.01}
+            loss, logits = session.run([net.total_loss, net.logits], feed)
+            session.run(net.train_op, feed)
+            after = session.run(net.total_loss, feed)
+            results[bfloat16] = loss, logits, after
+    (loss32, logits32, after32), (loss16, logits16, after16) = results[False], results[True]
+    # bfloat16 keeps 8 bits of mantissa (~0.4% a number); the loss averages that away
+    np.testing.assert_allclose(loss16, loss32, rtol=0.01)
+    np.testing.assert_allclose(after16, after32, rtol=0.01)
+    assert after16 < loss16  # the bfloat16 step trains
+    for task in TASKS:  # rounding noise grows over 13 layers: a tenth of the logits' range, not more
+        scale = np.abs(logits32[task]).max()
+        np.testing.assert_allclose(logits16[task], logits32[task], rtol=0, atol=0.1 * scale)
+    if _cpu_has_bfloat16() and os.environ.get('TF_ENABLE_ONEDNN_OPTS', '1') != '0':
+        assert any(not np.array_equal(logits16[t], logits32[t]) for t in TASKS), 'the bfloat16 rewrite did not run'

@@ -76,9 +76,12 @@ def test_missing_data_is_one_line_naming_the_file(tmp_path):
 def test_flags_set_the_config_they_name():
     import train
     args = train.parse_args(['--epochs', '14', '--lr', '0.02', '--lr-schedule', 'cosine', '--aug-pad', '6',
-                             '--task-weights', '3', '1', '0.5', '--optimizer', 'adam', '--no-augment'])
+                             '--task-weights', '3', '1', '0.5', '--optimizer', 'adam', '--no-augment',
+                             '--random-erasing', '0.25', '--bf16'])
     assert train.config_overrides(args) == dict(epochs=14, learning_rate=0.02, lr_schedule='cosine', aug_pad=6,
-                                                task_weights=[3.0, 1.0, 0.5], optimizer='adam', augment=False)
+                                                task_weights=[3.0, 1.0, 0.5], optimizer='adam', augment=False,
+                                                random_erasing=0.25, bfloat16=True)
+    assert train.config_overrides(train.parse_args(['--no-bf16'])) == dict(bfloat16=False)
     demo = train.config_overrides(train.parse_args(['--demo', '--epochs', '2']))
     assert demo == dict(data_dir=train.DEMO_DATA_DIR, checkpoint_dir=train.DEMO_CHECKPOINT_DIR, epochs=2,
                         batch_size=train.DEMO_BATCH_SIZE, augment=False)
