@@ -213,10 +213,14 @@ def erase_rectangles(images, rng, share):
     aspect = np.exp(rng.uniform(*np.log(ERASE_ASPECT), size=len(chosen)))
     heights = np.clip(np.round(np.sqrt(area * aspect)), 1, h).astype(int)
     widths = np.clip(np.round(np.sqrt(area / aspect)), 1, w).astype(int)
+    top = (rng.rand(len(chosen)) * (h - heights + 1)).astype(int)[:, None, None]
+    left = (rng.rand(len(chosen)) * (w - widths + 1)).astype(int)[:, None, None]
+    rows, columns = np.arange(h)[None, :, None], np.arange(w)[None, None, :]
+    inside = ((rows >= top) & (rows < top + heights[:, None, None]) &
+              (columns >= left) & (columns < left + widths[:, None, None]))
     low, high = data_utils.normalize(np.array([0, 255], np.uint8))
-    for i, eh, ew in zip(chosen, heights, widths):
-        y, x = rng.randint(h - eh + 1), rng.randint(w - ew + 1)
-        images[i, y:y + eh, x:x + ew] = rng.uniform(low, high, size=(eh, ew))
+    noise = rng.uniform(low, high, size=inside.shape).astype(np.float32)
+    images[chosen] = np.where(inside, noise, images[chosen])
     return images
 
 
