@@ -82,3 +82,59 @@ def test_bench_multitask_quick_run_on_tiny_runs(demo_dir, tmp_path):
         t: report['runs'][t]['accuracy'][t] for t in ('smile', 'emotion', 'gender')}
     assert len(report['comparisons']) == 9
     assert '| multitask, learned weights - multitask, fixed weights |' in out
+
+
+@pytest.mark.slow
+def test_bench_recipe_compares_runs_on_validation(demo_dir, tmp_path):
+    """Two 2-step runs that differ in one option, then the ablation report on the validation data."""
+    runs = tmp_path / 'runs'
+    for name, flags in (('base', []), ('smoothed', ['--label-smoothing', '0.1'])):
+        _run('train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name), '--max-steps', '2',
+             '--batch-size', '32', '--quiet', *flags)
+    out_file = str(tmp_path / 'ablation.json')
+    out = _run('benchmarks/bench_recipe.py', '--runs-dir', str(runs), '--out', out_file, '--quick')
+    with open(out_file) as f:
+        report = json.load(f)
+    assert list(report['runs']) == ['base', 'smoothed'] and report['baseline'] == 'base'
+    assert report['runs']['base']['options'] == {} and report['runs']['smoothed']['options'] == {'label_smoothing': 0.1}
+    # validation: FER-2013's public test whole, a tenth of each class of the smile and gender train sets
+    public = len(np.load(os.path.join(demo_dir, 'emotion_data2', 'public_test.npy')))
+    assert report['images']['emotion'] == public
+    for task, folder in (('smile', 'smile_data'), ('gender', 'gender_data')):
+        labels = np.load(os.path.join(demo_dir, folder, 'train.npy'))['label']
+        assert report['images'][task] == sum(int(round(0.1 * n)) for n in np.bincount(labels))
+    for run in report['runs'].values():
+        for task, accuracy in run['accuracy'].items():
+            right = accuracy * report['images'][task]
+            assert right == pytest.approx(round(right))
+        assert run['train_minutes'] is None  # 2 steps: no epoch ended, so no time between epochs
+    diff = report['runs']['smoothed']['difference']
+    for task in ('smile', 'emotion', 'gender'):
+        expected = 100 * (report['runs']['smoothed']['accuracy'][task] - report['runs']['base']['accuracy'][task])
+        assert diff[task]['points'] == pytest.approx(expected)
+        assert diff[task]['ci95'][0] <= diff[task]['points'] + 1e-9 and diff[task]['points'] <= diff[task]['ci95'][1] + 1e-9
+    assert '| smoothed | label_smoothing 0.1 |' in out
+
+
+def test_bench_recipe_training_minutes_from_the_epochs_events(tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    import bench_recipe
+    import config
+    tf = config.import_tf()
+    logs = tmp_path / 'logs'
+    with tf.Graph().as_default():
+        writer = tf.summary.FileWriter(str(logs))
+        # an epoch every 90 s, then a pause of an hour (stopped, resumed)
+        for step, wall_time in ((384, 1000.0), (768, 1090.0), (1152, 1180.0), (1536, 4870.0), (1920, 4960.0)):
+            value = tf.Summary(value=[tf.Summary.Value(tag='loss', simple_value=1.0)])
+            writer.add_event(tf.Event(wall_time=wall_time, step=step, summary=value))
+        writer.close()
+    assert bench_recipe.train_minutes(tf, str(tmp_path), 5) == pytest.approx(5 * 90 / 60.0)
+    assert bench_recipe.train_minutes(tf, str(tmp_path / 'elsewhere'), 3) is None
+
+
+def test_bench_recipe_refuses_a_missing_baseline(tmp_path):
+    result = subprocess.run([sys.executable, 'benchmarks/bench_recipe.py', '--runs-dir', str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1] == "error: %s holds no run 'base' (runs: none)" % tmp_path

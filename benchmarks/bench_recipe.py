@@ -1,0 +1,135 @@
+"""What each trick of the recipe buys: runs that differ in one option, compared on validation data.
+
+  python benchmarks/bench_recipe.py                 the runs in checkpoints/ablation, writes results/ablation.json
+  python benchmarks/bench_recipe.py --runs-dir DIR --baseline base --data-dir data/real
+  python benchmarks/bench_recipe.py --quick         200 resamples: checks that it runs
+
+Each subfolder of --runs-dir is one run (trained by the README's commands at the same budget, from
+the same weights); the baseline is the run the others differ from. For each run it reports, on
+the validation data (FER-2013 PublicTest and the held-out tenths of the GENKI-4K and WIKI training
+sets, `Dataset('validation')`), with the weights inference uses (the moving average when kept):
+  accuracy        per task, plus the balanced (mean per-class) gender accuracy
+  difference      run - baseline per task, with a 95% interval from a paired bootstrap over the
+                  validation images (resampled together for both models)
+  options         the config entries in which the run differs from the baseline
+  train minutes   the median time between two epochs' TensorBoard events times the epochs (the
+                  training and per-epoch evaluation; start-up and pauses not counted)
+Never a test split: these numbers choose the recipe.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import numpy as np  # noqa: E402
+
+import config  # noqa: E402
+from config import GENDER, NUM_CLASSES, TASK_NAMES, TASKS  # noqa: E402
+from bench_multitask import paired_bootstrap  # noqa: E402
+
+IGNORED_KEYS = ('checkpoint_dir', 'data_dir')  # differ between any two runs, change nothing learned
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--runs-dir', default=os.path.join('checkpoints', 'ablation'),
+                   help='folder holding one folder per run (default: checkpoints/ablation)')
+    p.add_argument('--baseline', default='base', help='the run the others are compared with (default: base)')
+    p.add_argument('--data-dir', help="data folder (default: the baseline's config.json data_dir)")
+    p.add_argument('--out', default=os.path.join('results', 'ablation.json'),
+                   help='where the numbers go (default: results/ablation.json)')
+    p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples (default: 2000)')
+    p.add_argument('--quick', action='store_true', help='200 resamples')
+    args = p.parse_args(argv)
+    if args.quick:
+        args.resamples = 200
+    return args
+
+
+def balanced(correct, labels, classes):
+    return float(np.mean([correct[labels == c].mean() for c in range(classes) if (labels == c).any()]))
+
+
+def train_minutes(tf, ckpt_dir, epochs):
+    """Training minutes estimated from the run's TensorBoard logs: the median time between two epochs'
+    events times `epochs` (None with fewer than two epochs logged). Start-up, and the pause of a run
+    stopped and resumed, are not counted."""
+    logs = os.path.join(ckpt_dir, 'logs')
+    step_times = {}
+    for name in sorted(os.listdir(logs)) if os.path.isdir(logs) else ():
+        for event in tf.train.summary_iterator(os.path.join(logs, name)):
+            if event.step:
+                step_times[event.step] = max(step_times.get(event.step, 0.0), event.wall_time)
+    if len(step_times) < 2:
+        return None
+    times = [step_times[step] for step in sorted(step_times)]
+    return float(np.median(np.diff(times))) * epochs / 60.0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    tf = config.import_tf()
+    import data_provider
+    import model
+
+    names = sorted(n for n in os.listdir(args.runs_dir) if os.path.isfile(os.path.join(args.runs_dir, n, model.CONFIG_FILE)))
+    if args.baseline not in names:
+        print('error: %s holds no run %r (runs: %s)' % (args.runs_dir, args.baseline, ', '.join(names) or 'none'),
+              file=sys.stderr)
+        return 2
+    names.remove(args.baseline)
+    names.insert(0, args.baseline)
+    configs = {n: model.load_config(os.path.join(args.runs_dir, n)) for n in names}
+    data_dir = args.data_dir or configs[args.baseline]['data_dir']
+    validation = data_provider.Dataset('validation', data_dir=data_dir, verbose=False,
+                                       validation_fraction=configs[args.baseline]['validation_fraction'])
+    correct = {}
+    report = dict(runs_dir=args.runs_dir, baseline=args.baseline, data_dir=data_dir, resamples=args.resamples,
+                  images={TASK_NAMES[t]: int((validation.indexes == t).sum()) for t in TASKS}, runs={})
+    for name in names:
+        folder = os.path.join(args.runs_dir, name)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+            net, path = model.load_model(session, folder)
+            probabilities = net.predict(validation.images)
+        accuracy = {}
+        for task in TASKS:
+            rows = validation.indexes == task
+            correct[(name, task)] = probabilities[task][rows].argmax(1) == validation.labels[rows]
+            accuracy[TASK_NAMES[task]] = float(correct[(name, task)].mean())
+        rows = validation.indexes == GENDER
+        options = {k: v for k, v in configs[name].items()
+                   if k not in IGNORED_KEYS and v != configs[args.baseline].get(k)}
+        report['runs'][name] = dict(
+            checkpoint=path, options=options, accuracy=accuracy, train_minutes=train_minutes(tf, folder, configs[name]['epochs']),
+            gender_balanced_accuracy=balanced(correct[(name, GENDER)], validation.labels[rows], NUM_CLASSES[GENDER]))
+    for name in names[1:]:
+        report['runs'][name]['difference'] = {}
+        for task in TASKS:
+            diff, (low, high) = paired_bootstrap(correct[(name, task)], correct[(args.baseline, task)], args.resamples)
+            report['runs'][name]['difference'][TASK_NAMES[task]] = dict(points=100 * diff, ci95=[100 * low, 100 * high])
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    model.write_json(args.out, report)
+    print(format_table(report))
+    print('wrote %s' % args.out)
+    return 0
+
+
+def format_table(report):
+    """The README's table (markdown): each run's options, validation accuracy and difference with the baseline."""
+    lines = ['| run | differs from %s in | smile | emotion | gender | gender balanced | emotion - %s (95%% CI) | '
+             'train min |' % (report['baseline'], report['baseline']), '|---|---|---:|---:|---:|---:|---:|---:|']
+    for name, run in report['runs'].items():
+        options = ', '.join('%s %s' % (k, v) for k, v in sorted(run['options'].items())) or '(baseline)'
+        diff = run.get('difference', {}).get('emotion')
+        lines.append('| %s | %s | %s | %.1f | %s | %s |' % (
+            name, options, ' | '.join('%.1f' % (100 * run['accuracy'][TASK_NAMES[t]]) for t in TASKS),
+            100 * run['gender_balanced_accuracy'],
+            '%+.1f [%+.1f, %+.1f]' % ((diff['points'],) + tuple(diff['ci95'])) if diff else '',
+            '%.0f' % run['train_minutes'] if run['train_minutes'] is not None else '?'))
+    return '\n'.join(lines)
+
+
+if __name__ == '__main__':
+    sys.exit(main())
