@@ -16,15 +16,17 @@ Public names:
   DETECTORS, DEFAULT_DETECTOR   ('yunet', 'haar') and 'yunet'
   DETECT_SIDE                   {detector: the longer side a picture is searched at by default}
   FACE_MARGIN, HAAR_FRAMING     the crop's margin; YuNet box -> Haar box (scale, x and y offset)
-  detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None)
+  FRAMINGS, DEFAULT_FRAMING     ('local', 'haar') and 'local': how a YuNet face takes Haar's box (snap_to_haar)
+  detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None, framing=DEFAULT_FRAMING)
                                 -> [(x, y, w, h)] in Haar's framing, largest first
   detect_haar(picture, scale_factor, min_neighbors, min_size, max_side)   Haar's own boxes
   detect_yunet(picture, max_side, min_score) -> [(x, y, w, h, score)]     YuNet's own boxes
   haar_framing(box, width, height)   one YuNet box -> the square Haar would draw, kept in the picture
-  snap_to_haar(picture, boxes)  each box -> the Haar box found around it, if any
+  snap_to_haar(picture, boxes, framing)   each box -> the Haar box found around it, if any
   preprocess_face(image, box=None)   any face picture -> 48x48 uint8 gray
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
-  FaceFollower(detector, every) video: a full search every k-th frame, each face followed in between
+  FaceFollower(detector, every, max_side, framing)   video: a full search every k-th frame, each face
+                                followed in between
 """
 import os
 
@@ -48,6 +50,11 @@ HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
 # python benchmarks/bench_detect.py --calibrate
 HAAR_FRAMING = dict(scale=1.123, dx=0.012, dy=-0.008)
 SNAP_SIZES = (0.6, 1.6)  # snap_to_haar: the face sides Haar tries, as fractions of the box's
+# framing 'haar': the sizes a whole-picture search tries; Haar's own box was found for 87% of real
+# faces with 0.6-1.6, 97% with these (its neighbouring detections at other sizes count in its box)
+EXACT_SNAP_SIZES = (0.5, 2.0)
+FRAMINGS = ('local', 'haar')
+DEFAULT_FRAMING = 'local'
 FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its last box, shrunk to this
 
 
@@ -167,33 +174,54 @@ def haar_framing(box, width, height):
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
-def snap_to_haar(picture, boxes):
+def snap_to_haar(picture, boxes, framing='local'):
     """Each box (x, y, w, h) replaced by the box Haar finds around it, if it finds one overlapping it
-    by half (IoU >= 0.5); else kept. Haar looks only in a square twice the box's size, for faces
-    SNAP_SIZES times its side, searching at the scale detect_haar would: a few ms a face."""
+    by half (IoU >= 0.5); else kept. Haar searches at the scale detect_haar would.
+
+    framing 'local': Haar looks only in a square twice the box's size, for faces SNAP_SIZES times its
+    side: a few ms a face, and a box like Haar's but not always the very same (its search grid
+    starts elsewhere). 'haar': one search of the whole picture for faces EXACT_SNAP_SIZES times the
+    boxes' sides, which finds the box a full Haar search finds (bench_detect.py --calibrate).
+    """
+    if framing not in FRAMINGS:
+        raise ValueError('unknown framing %r: choose from %s' % (framing, ', '.join(FRAMINGS)))
     gray, scale = _shrink(to_gray(picture), DETECT_SIDE['haar'])
+    if framing == 'haar' and boxes:
+        sides = [max(w, h) * scale for _, _, w, h in boxes]
+        found = _haar_sized(gray, EXACT_SNAP_SIZES[0] * min(sides), EXACT_SNAP_SIZES[1] * max(sides))
+        everywhere = [tuple(int(round(v / scale)) for v in box) for box in found]
     snapped = []
     for box in boxes:
-        x, y, w, h = (v * scale for v in box)
-        side, cx, cy = max(w, h), x + w / 2.0, y + h / 2.0
-        x0, y0 = max(0, int(cx - side)), max(0, int(cy - side))
-        smallest = max(24, int(SNAP_SIZES[0] * side))
-        largest = max(smallest + 1, int(np.ceil(SNAP_SIZES[1] * side)))
-        found = _haar().detectMultiScale(gray[y0:int(cy + side) + 1, x0:int(cx + side) + 1], scaleFactor=1.1,
-                                         minNeighbors=5, minSize=(smallest, smallest), maxSize=(largest, largest))
-        around = [tuple(int(round(v / scale)) for v in (fx + x0, fy + y0, fw, fh))
-                  for fx, fy, fw, fh in np.reshape(found, (-1, 4))]
+        if framing == 'haar':
+            around = everywhere
+        else:
+            x, y, w, h = (v * scale for v in box)
+            side, cx, cy = max(w, h), x + w / 2.0, y + h / 2.0
+            x0, y0 = max(0, int(cx - side)), max(0, int(cy - side))
+            found = _haar_sized(gray[y0:int(cy + side) + 1, x0:int(cx + side) + 1],
+                                SNAP_SIZES[0] * side, SNAP_SIZES[1] * side)
+            around = [tuple(int(round(v / scale)) for v in (fx + x0, fy + y0, fw, fh)) for fx, fy, fw, fh in found]
         best = max(around, key=lambda b: box_iou(b, box), default=None)
         snapped.append(best if best is not None and box_iou(best, box) >= 0.5 else tuple(box))
     return snapped
 
 
-def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
+def _haar_sized(gray, smallest, largest):
+    """Haar's faces in a gray picture with sides from `smallest` (at least its 24 px) to `largest`."""
+    smallest = max(24, int(smallest))
+    largest = max(smallest + 1, int(np.ceil(largest)))
+    found = _haar().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest),
+                                     maxSize=(largest, largest))
+    return np.reshape(found, (-1, 4))
+
+
+def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None, framing=DEFAULT_FRAMING):
     """Faces in a picture (gray, BGR or BGRA) as [(x, y, w, h)] in its pixels, largest first.
 
-    detector: 'haar', or 'yunet': its faces, each with the box Haar finds around it or, where Haar
-    finds none (a turned or small face), its own box in Haar's framing. max_side: the longer side
-    the picture is searched at (default DETECT_SIDE[detector]); smaller is faster, misses small faces.
+    detector: 'haar', or 'yunet': its faces, each with the box Haar finds around it (framing: see
+    snap_to_haar) or, where Haar finds none (a turned or small face), its own box in Haar's framing.
+    max_side: the longer side the picture is searched at (default DETECT_SIDE[detector]); smaller is
+    faster, misses small faces.
     """
     if detector not in DETECTORS:
         raise ValueError('unknown detector %r: choose from %s' % (detector, ', '.join(DETECTORS)))
@@ -202,7 +230,7 @@ def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
         return detect_haar(picture, max_side=max_side)
     height, width = np.shape(picture)[:2]
     framed = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
-    return sorted(snap_to_haar(picture, framed), key=lambda b: b[2] * b[3], reverse=True)
+    return sorted(snap_to_haar(picture, framed, framing), key=lambda b: b[2] * b[3], reverse=True)
 
 
 # ----------------------------------------------------------------------------- the crop
@@ -252,16 +280,16 @@ class FaceFollower(object):
     follower(frame) -> [(x, y, w, h)] largest first, as detect_faces returns them.
     """
 
-    def __init__(self, detector=DEFAULT_DETECTOR, every=1, max_side=None):
+    def __init__(self, detector=DEFAULT_DETECTOR, every=1, max_side=None, framing=DEFAULT_FRAMING):
         if every < 1:
             raise ValueError('every must be at least 1, got %r' % every)
-        self.detector, self.every, self.max_side = detector, every, max_side
+        self.detector, self.every, self.max_side, self.framing = detector, every, max_side, framing
         self.frames = 0
         self.boxes = []
 
     def __call__(self, frame):
         if self.frames % self.every == 0:
-            self.boxes = detect_faces(frame, self.detector, self.max_side)
+            self.boxes = detect_faces(frame, self.detector, self.max_side, self.framing)
         else:
             self.boxes = sorted((self._follow(frame, box) for box in self.boxes),
                                 key=lambda b: b[2] * b[3], reverse=True)
@@ -277,7 +305,7 @@ class FaceFollower(object):
         x1, y1 = min(width, x0 + side), min(height, y0 + side)
         region = frame[y0:y1, x0:x1]
         scale = min(1.0, 2.0 * FOLLOW_FACE_SIDE / side)
-        found = detect_faces(region, self.detector, max(1, int(round(max(region.shape[:2]) * scale))))
+        found = detect_faces(region, self.detector, max(1, int(round(max(region.shape[:2]) * scale))), self.framing)
         moved = [(bx + x0, by + y0, bw, bh) for bx, by, bw, bh in found]
         best = max(moved, key=lambda b: box_iou(b, box), default=None)
         return best if best is not None and box_iou(best, box) > 0 else box

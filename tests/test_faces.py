@@ -88,6 +88,30 @@ def test_faces_both_find_get_the_haar_box_and_the_others_yunets_in_haar_framing(
     assert faces.snap_to_haar(blank, [(100, 100, 80, 80)]) == [(100, 100, 80, 80)]
 
 
+def test_framing_haar_gives_the_very_box_of_a_full_haar_search():
+    """Faces at several sizes: framing 'haar' takes each one's box from Haar's whole-picture search."""
+    canvas = cv2.resize(photo('grass'), (640, 480))
+    for name, side, (cx, cy) in (('astronaut', 150, (160, 180)), ('grace_hopper', 90, (470, 300))):
+        mx, my, marked_side = MARKED[name]
+        warp = cv2.getRotationMatrix2D((mx, my), 0, side / float(marked_side))
+        warp[:, 2] += (cx - mx, cy - my)
+        mask = np.zeros(photo(name).shape[:2], np.float32)
+        cv2.circle(mask, (mx, my), int(0.9 * marked_side), 1.0, -1)
+        alpha = cv2.warpAffine(mask, warp, (640, 480))[..., None]
+        canvas = (alpha * cv2.warpAffine(photo(name), warp, (640, 480)) + (1 - alpha) * canvas).astype(np.uint8)
+    haar = faces.detect_faces(canvas, 'haar')
+    exact = faces.detect_faces(canvas, framing='haar')
+    assert len(exact) == 2 and sorted(exact) == sorted(b for b in haar if any(faces.box_iou(b, e) >= 0.5 for e in exact))
+    for name in ('astronaut', 'grace_hopper'):
+        picture = photo(name)
+        assert faces.detect_faces(picture, framing='haar') == faces.detect_faces(picture, 'haar')
+    camera = photo('camera')  # no Haar face: the mapped box, whatever the framing
+    assert faces.detect_faces(camera, framing='haar') == faces.detect_faces(camera, framing='local')
+    assert faces.snap_to_haar(camera, [], 'haar') == []
+    with pytest.raises(ValueError, match="unknown framing 'exact': choose from local, haar"):
+        faces.detect_faces(camera, framing='exact')
+
+
 def test_haar_framing_by_hand():
     scale, dx, dy = (faces.HAAR_FRAMING[k] for k in ('scale', 'dx', 'dy'))
     x, y, w, h = 100.0, 50.0, 40.0, 90.0

@@ -330,6 +330,15 @@ def test_detector_flag_chooses_the_boxes(demo_checkpoint, files, tmp_path):
     assert code == 0 and out == '%s: no face found\n' % cameraman, err
 
 
+def test_framing_flag_haar_gives_the_boxes_and_labels_of_the_haar_detector(demo_checkpoint, files):
+    outputs = {}
+    for flags in (['--framing', 'haar'], ['--detector', 'haar']):
+        code, out, err = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint, '--json'] + flags)
+        assert code == 0, err
+        outputs[flags[0]] = json.loads(out)[0]['faces']
+    assert len(outputs['--framing']) == 3 and outputs['--framing'] == outputs['--detector']
+
+
 @pytest.mark.parametrize('argv, message', [(['--detect-side', '2000'], 'at most 960 for YuNet'),
                                            (['--detect-side', '0'], 'at least 1'),
                                            (['--detect-every', '0'], 'at least 1')])
