@@ -177,11 +177,17 @@ def main(argv=None):
             diff, (low, high) = paired_bootstrap(correct[(a, task)], correct[(b, task)], args.resamples)
             report['comparisons'].append(dict(a=a, b=b, task=TASK_NAMES[task], difference=diff, ci95=[low, high],
                                               images=int(len(correct[(a, task)]))))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    model.write_json(args.out, report)
-    print(format_table(report))
-    print('wrote %s' % args.out)
+    write_report(args.out, report, format_table(report))
     return 0
+
+
+def write_report(path, report, table):
+    """The report as JSON at path (its folder made if missing), then its table and where it went."""
+    import model
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    model.write_json(path, report)
+    print(table)
+    print('wrote %s' % path)
 
 
 def format_table(report):

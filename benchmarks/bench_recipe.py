@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 
 import config  # noqa: E402
 from config import GENDER, NUM_CLASSES, TASK_NAMES, TASKS  # noqa: E402
-from bench_multitask import paired_bootstrap  # noqa: E402
+from bench_multitask import paired_bootstrap, write_report  # noqa: E402
 
 IGNORED_KEYS = ('checkpoint_dir', 'data_dir')  # differ between any two runs, change nothing learned
 
@@ -109,10 +109,7 @@ def main(argv=None):
         for task in TASKS:
             diff, (low, high) = paired_bootstrap(correct[(name, task)], correct[(args.baseline, task)], args.resamples)
             report['runs'][name]['difference'][TASK_NAMES[task]] = dict(points=100 * diff, ci95=[100 * low, 100 * high])
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    model.write_json(args.out, report)
-    print(format_table(report))
-    print('wrote %s' % args.out)
+    write_report(args.out, report, format_table(report))
     return 0
 
 

@@ -49,16 +49,22 @@ def test_paired_bootstrap_against_hand_computed_cases():
     assert high == pytest.approx(0.06 + 1.96 * np.sqrt(0.06 * 0.94 / 1000), abs=0.004)
 
 
+def _tiny_runs(demo_dir, tmp_path, named_flags):
+    """2-step training runs on the demo data, one folder each under tmp_path/runs: -> that folder."""
+    runs = tmp_path / 'runs'
+    for name, flags in named_flags:
+        _run('train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name), '--max-steps', '2',
+             '--batch-size', '32', '--quiet', *flags)
+    return runs
+
+
 @pytest.mark.slow
 def test_bench_multitask_quick_run_on_tiny_runs(demo_dir, tmp_path):
     """Five 2-step runs as the README's commands make them (fewer steps), then the benchmark's table."""
     import model
-    runs = tmp_path / 'runs'
-    for name, flags in (('smile', ['--tasks', 'smile']), ('emotion', ['--tasks', 'emotion']),
-                        ('gender', ['--tasks', 'gender']), ('all_fixed', []),
-                        ('all_uncertainty', ['--task-weighting', 'uncertainty'])):
-        _run('train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name), '--max-steps', '2',
-             '--batch-size', '32', '--quiet', *flags)
+    runs = _tiny_runs(demo_dir, tmp_path, (('smile', ['--tasks', 'smile']), ('emotion', ['--tasks', 'emotion']),
+                                           ('gender', ['--tasks', 'gender']), ('all_fixed', []),
+                                           ('all_uncertainty', ['--task-weighting', 'uncertainty'])))
     out_file = str(tmp_path / 'multitask.json')
     out = _run('benchmarks/bench_multitask.py', '--runs-dir', str(runs), '--out', out_file, '--quick')
     with open(out_file) as f:
@@ -87,10 +93,7 @@ def test_bench_multitask_quick_run_on_tiny_runs(demo_dir, tmp_path):
 @pytest.mark.slow
 def test_bench_recipe_compares_runs_on_validation(demo_dir, tmp_path):
     """Two 2-step runs that differ in one option, then the ablation report on the validation data."""
-    runs = tmp_path / 'runs'
-    for name, flags in (('base', []), ('smoothed', ['--label-smoothing', '0.1'])):
-        _run('train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name), '--max-steps', '2',
-             '--batch-size', '32', '--quiet', *flags)
+    runs = _tiny_runs(demo_dir, tmp_path, (('base', []), ('smoothed', ['--label-smoothing', '0.1'])))
     out_file = str(tmp_path / 'ablation.json')
     out = _run('benchmarks/bench_recipe.py', '--runs-dir', str(runs), '--out', out_file, '--quick')
     with open(out_file) as f:
