@@ -4,6 +4,7 @@
   python benchmarks/bench_train.py --quick              1 window x 3 steps: checks that it runs
   python benchmarks/bench_train.py --windows 7 --steps 30 --batch-size 128
   python benchmarks/bench_train.py --no-onednn          TF_ENABLE_ONEDNN_OPTS=0 (unless already set)
+  python benchmarks/bench_train.py --bf16                also ours in bfloat16 (oneDNN's mixed precision)
 
 What it measures, all in one process, with the same TensorFlow threading:
   ours     model.Multitask_BKNet's train_op, one session.run per step, fed numpy batches the way
@@ -13,7 +14,8 @@ What it measures, all in one process, with the same TensorFlow threading:
            SGD(momentum 0.9, Nesterov) and trained with model.fit on the same kind of data, with a
            masked multi-task loss: three outputs, each with a sample_weight mask of its own task.
   matmul   a float32 2048x2048 @ 2048x2048 matmul run in our session: the attainable GFLOP/s.
-The three are interleaved (ours, keras, matmul; ours, keras, matmul; ...) after a warm-up, so a
+  bf16     (--bf16) ours again in a session with oneDNN's bfloat16 rewrite (train.py --bf16).
+The three (four) are interleaved (ours, keras, matmul; ours, keras, matmul; ...) after a warm-up, so a
 change of machine load hits all of them alike; each reports the median over the windows.
 
 FLOPs per image of one training step (forward + backward), counted analytically:
@@ -58,6 +60,7 @@ def parse_args(argv=None):
     p.add_argument('--matmul-reps', type=int, default=5, help='matmuls per window (default: 5)')
     p.add_argument('--quick', action='store_true', help='1 window of 3 steps, 1 warm-up step, 2 matmuls')
     p.add_argument('--no-onednn', action='store_true', help='run with TF_ENABLE_ONEDNN_OPTS=0')
+    p.add_argument('--bf16', action='store_true', help="also time ours with train.py --bf16's session (interleaved)")
     args = p.parse_args(argv)
     if args.quick:
         args.windows, args.steps, args.warmup, args.matmul_reps = 1, 3, 1, 2
@@ -129,10 +132,10 @@ def keras_arrays(batches, steps):
 class Ours(object):
     """Our graph in its own tf.Graph and Session (plus the reference matmul, in the same session)."""
 
-    def __init__(self, tf, batches, keep_prob=0.5):
+    def __init__(self, tf, batches, keep_prob=0.5, bfloat16=False):
         import model
         self.graph = tf.Graph()
-        self.sess = tf.Session(graph=self.graph, config=config.session_config())
+        self.sess = tf.Session(graph=self.graph, config=config.session_config(bfloat16))
         self.net = model.Multitask_BKNet(self.sess, verbose=False)
         net = self.net
         with self.graph.as_default():
@@ -266,6 +269,7 @@ def main(argv=None):
           % (B, args.windows, args.steps, args.warmup, MATMUL_N, MATMUL_N, args.matmul_reps))
 
     ours = Ours(tf, batches)
+    ours16 = Ours(tf, batches, bfloat16=True) if args.bf16 else None
     counted = graph_macs(ours.graph)
     print('FLOPs per image: %.1f M MACs -> forward %.3f GFLOP, forward + backward (x3) %.3f GFLOP'
           % (macs / 1e6, 2 * macs / 1e9, flops / 1e9))
@@ -280,17 +284,22 @@ def main(argv=None):
     if args.warmup:
         ours.train(args.warmup)
         km.train(args.warmup)  # traces the train function
+        if ours16:
+            ours16.train(args.warmup)
     ours.matmul(1)
     print('warm-up %.1f s' % (time.perf_counter() - t0))
 
-    ours_ips, keras_ips, mm_gflops = [], [], []
+    ours_ips, keras_ips, mm_gflops, bf16_ips = [], [], [], []
     mm_flop = 2.0 * MATMUL_N ** 3
     for w in range(args.windows):
         ours_ips.append(args.steps * B / ours.train(args.steps))
         keras_ips.append(args.steps * B / km.train(args.steps))
         mm_gflops.append(mm_flop / statistics.median(ours.matmul(args.matmul_reps)) / 1e9)
-        print('window %d/%d: ours %.1f img/s, keras fit %.1f img/s (x%.2f), matmul %.1f GFLOP/s'
-              % (w + 1, args.windows, ours_ips[-1], keras_ips[-1], ours_ips[-1] / keras_ips[-1], mm_gflops[-1]))
+        if ours16:
+            bf16_ips.append(args.steps * B / ours16.train(args.steps))
+        print('window %d/%d: ours %.1f img/s, keras fit %.1f img/s (x%.2f), matmul %.1f GFLOP/s%s'
+              % (w + 1, args.windows, ours_ips[-1], keras_ips[-1], ours_ips[-1] / keras_ips[-1], mm_gflops[-1],
+                 ', ours bfloat16 %.1f img/s' % bf16_ips[-1] if ours16 else ''))
 
     o, k, m = (statistics.median(v) for v in (ours_ips, keras_ips, mm_gflops))
     ours_gflops = o * flops / 1e9
@@ -301,6 +310,8 @@ def main(argv=None):
     print('  matmul     %s GFLOP/s' % _spread(mm_gflops))
     print('  ours / keras fit = %.2fx (target >= 1.2x); ours = %.0f%% of the matmul rate (target >= 70%%)'
           % (o / k, 100.0 * ours_gflops / m))
+    if ours16:
+        print('  ours bfloat16 %s images/s: %.2fx ours in float32' % (_spread(bf16_ips), statistics.median(bf16_ips) / o))
     print()
     print('| batch | oneDNN | ours img/s | Keras fit img/s | ours / Keras | ours GFLOP/s | matmul GFLOP/s '
           '| % of matmul |')
