@@ -56,7 +56,7 @@ def parse_args(argv=None):
                    help='share of training faces with a random rectangle (2-25%% of the face) replaced by noise '
                         '(default: %s)' % d['random_erasing'])
     p.add_argument('--bf16', dest='bfloat16', action='store_true', default=None,
-                   help="train convolutions and matmuls in bfloat16 (oneDNN's mixed precision): 1.7x faster on a "
+                   help="train convolutions and matmuls in bfloat16 (oneDNN's mixed precision): 2x faster on a "
                         "CPU with AMX, slower on one without (default: float32)")
     p.add_argument('--no-bf16', dest='bfloat16', action='store_false', help='train in float32')
     p.add_argument('--tasks', nargs='+', choices=[config.TASK_NAMES[t] for t in TASKS],
