@@ -48,10 +48,6 @@ def parse_args(argv=None):
     return args
 
 
-def balanced(correct, labels, classes):
-    return float(np.mean([correct[labels == c].mean() for c in range(classes) if (labels == c).any()]))
-
-
 def train_minutes(tf, ckpt_dir, epochs):
     """Training minutes estimated from the run's TensorBoard logs: the median time between two epochs'
     events times `epochs` (None with fewer than two epochs logged). Start-up, and the pause of a run
@@ -71,7 +67,7 @@ def train_minutes(tf, ckpt_dir, epochs):
 def main(argv=None):
     args = parse_args(argv)
     tf = config.import_tf()
-    import data_provider
+    import evaluate
     import model
 
     names = sorted(n for n in os.listdir(args.runs_dir) if os.path.isfile(os.path.join(args.runs_dir, n, model.CONFIG_FILE)))
@@ -83,27 +79,25 @@ def main(argv=None):
     names.insert(0, args.baseline)
     configs = {n: model.load_config(os.path.join(args.runs_dir, n)) for n in names}
     data_dir = args.data_dir or configs[args.baseline]['data_dir']
-    validation = data_provider.Dataset('validation', data_dir=data_dir, verbose=False,
-                                       validation_fraction=configs[args.baseline]['validation_fraction'])
+    validation = {task: data for (task, _), data in evaluate.load_validation_sets(
+        data_dir, fraction=configs[args.baseline]['validation_fraction']).items()}
     correct = {}
     report = dict(runs_dir=args.runs_dir, baseline=args.baseline, data_dir=data_dir, resamples=args.resamples,
-                  images={TASK_NAMES[t]: int((validation.indexes == t).sum()) for t in TASKS}, runs={})
+                  images={TASK_NAMES[t]: len(validation[t][1]) for t in TASKS}, runs={})
     for name in names:
         folder = os.path.join(args.runs_dir, name)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
             net, path = model.load_model(session, folder)
-            probabilities = net.predict(validation.images)
-        accuracy = {}
-        for task in TASKS:
-            rows = validation.indexes == task
-            correct[(name, task)] = probabilities[task][rows].argmax(1) == validation.labels[rows]
-            accuracy[TASK_NAMES[task]] = float(correct[(name, task)].mean())
-        rows = validation.indexes == GENDER
+            predictions = {task: net.predict(images)[task].argmax(1) for task, (images, _) in validation.items()}
+        for task, (_, labels) in validation.items():
+            correct[(name, task)] = predictions[task] == labels
         options = {k: v for k, v in configs[name].items()
                    if k not in IGNORED_KEYS and v != configs[args.baseline].get(k)}
         report['runs'][name] = dict(
-            checkpoint=path, options=options, accuracy=accuracy, train_minutes=train_minutes(tf, folder, configs[name]['epochs']),
-            gender_balanced_accuracy=balanced(correct[(name, GENDER)], validation.labels[rows], NUM_CLASSES[GENDER]))
+            checkpoint=path, options=options, train_minutes=train_minutes(tf, folder, configs[name]['epochs']),
+            accuracy={TASK_NAMES[t]: evaluate.accuracy(validation[t][1], predictions[t]) for t in TASKS},
+            gender_balanced_accuracy=evaluate.balanced_accuracy(validation[GENDER][1], predictions[GENDER],
+                                                                NUM_CLASSES[GENDER]))
     for name in names[1:]:
         report['runs'][name]['difference'] = {}
         for task in TASKS:
