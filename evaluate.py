@@ -336,8 +336,8 @@ def parse_args(argv=None):
     p.add_argument('--tta-views', type=int, choices=(2, 18), default=TTA_VIEWS,
                    help='views averaged by --tta: 2 = the face and its mirror, 18 = both shifted by -%d, 0, +%d px '
                         'in x and y (default: %d)' % (model.TTA_SHIFT, model.TTA_SHIFT, TTA_VIEWS))
-    p.add_argument('--batch-size', type=_positive_int, default=256)
-    p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split')
+    p.add_argument('--batch-size', type=_positive_int, default=256, help='faces per session call (default: %(default)s)')
+    p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split (default: all)')
     p.add_argument('--tasks', nargs='+', choices=[TASK_NAMES[t] for t in TASKS],
                    help='evaluate only these tasks (default: every task the model has a head for)')
     p.add_argument('--validation', action='store_true',

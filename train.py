@@ -34,54 +34,63 @@ DEMO_BATCH_SIZE = 64  # more, smaller steps: the demo set is only 4,500 faces
 
 def parse_args(argv=None):
     d = config.DEFAULTS
+
+    def default(key, shown=None):
+        # argparse %-formats every help string, so a literal percent sign must not reach it.
+        value = d[key] if shown is None else shown
+        return ' (default: %s)' % (' '.join('%g' % v for v in value) if isinstance(value, tuple) else value)
+
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--demo', action='store_true',
-                   help='train on the demo data (generated into %s if missing); defaults to %d epochs of batch %d, no augmentation, in %s'
-                   % (DEMO_DATA_DIR, DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_CHECKPOINT_DIR))
-    p.add_argument('--data-dir', help='data folder (default: %s)' % d['data_dir'])
-    p.add_argument('--checkpoint-dir', help='checkpoint folder (default: %s)' % d['checkpoint_dir'])
-    p.add_argument('--epochs', type=int)
-    p.add_argument('--batch-size', type=int)
-    p.add_argument('--optimizer', choices=('momentum', 'adam'))
-    p.add_argument('--lr', dest='learning_rate', type=float)
-    p.add_argument('--lr-schedule', choices=('step', 'cosine'))
-    p.add_argument('--lr-decay-rate', type=float)
-    p.add_argument('--lr-decay-epochs', type=float)
-    p.add_argument('--weight-decay', type=float)
-    p.add_argument('--keep-prob', type=float)
-    p.add_argument('--augment', dest='augment', action='store_true', default=None)
-    p.add_argument('--no-augment', dest='augment', action='store_false')
-    p.add_argument('--aug-pad', type=int)
+                   help='train on the demo data (generated into %s if missing); defaults to %d epochs of batch %d, '
+                        'no augmentation, in %s' % (DEMO_DATA_DIR, DEMO_EPOCHS, DEMO_BATCH_SIZE, DEMO_CHECKPOINT_DIR))
+    p.add_argument('--data-dir', help='data folder' + default('data_dir'))
+    p.add_argument('--checkpoint-dir', help='checkpoint folder; a run resumes from the newest checkpoint in it'
+                                            + default('checkpoint_dir'))
+    p.add_argument('--epochs', type=int, help='passes over the weighted mix of the three train sets' + default('epochs'))
+    p.add_argument('--batch-size', type=int, help='faces per step, all tasks mixed' + default('batch_size'))
+    p.add_argument('--optimizer', choices=('momentum', 'adam'), help='momentum is Nesterov with 0.9' + default('optimizer'))
+    p.add_argument('--lr', dest='learning_rate', type=float, help='initial learning rate' + default('learning_rate'))
+    p.add_argument('--lr-schedule', choices=('step', 'cosine'),
+                   help='step: staircase decay; cosine: to zero over the run' + default('lr_schedule'))
+    p.add_argument('--lr-decay-rate', type=float, help='step schedule: multiply the rate by this ...'
+                   + default('lr_decay_rate'))
+    p.add_argument('--lr-decay-epochs', type=float, help='... every this many epochs' + default('lr_decay_epochs'))
+    p.add_argument('--weight-decay', type=float, help='L2 factor on the weights' + default('weight_decay'))
+    p.add_argument('--keep-prob', type=float, help="dropout's keep probability in training" + default('keep_prob'))
+    p.add_argument('--augment', dest='augment', action='store_true', default=None,
+                   help='shift, flip and rotate the training faces' + default('augment', 'on' if d['augment'] else 'off'))
+    p.add_argument('--no-augment', dest='augment', action='store_false', help='train on the faces as they are')
+    p.add_argument('--aug-pad', type=int, help='largest random shift of a training face, pixels' + default('aug_pad'))
     p.add_argument('--random-erasing', type=float, metavar='P',
-                   help='share of training faces with a random rectangle (2-25%% of the face) replaced by noise '
-                        '(default: %s)' % d['random_erasing'])
+                   help='share of training faces with a random rectangle (2 to 25 percent of the face) replaced '
+                        'by noise' + default('random_erasing'))
     p.add_argument('--bf16', dest='bfloat16', action='store_true', default=None,
                    help="train convolutions and matmuls in bfloat16 (oneDNN's mixed precision): 2x faster on a "
                         "CPU with AMX, slower on one without (default: float32)")
     p.add_argument('--no-bf16', dest='bfloat16', action='store_false', help='train in float32')
     p.add_argument('--tasks', nargs='+', choices=[config.TASK_NAMES[t] for t in TASKS],
-                   help='the heads to train: a single-task model has one (default: %s)' % ' '.join(d['tasks']))
+                   help='the heads to train: a single-task model has one' + default('tasks', ' '.join(d['tasks'])))
     p.add_argument('--task-weights', type=float, nargs=3, metavar=('SMILE', 'EMOTION', 'GENDER'),
-                   help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K (default: %s)'
-                        % ' '.join('%g' % w for w in d['task_weights']))
+                   help='copies of each train set per epoch, e.g. 5 1 1 to oversample GENKI-4K' + default('task_weights'))
     p.add_argument('--task-weighting', choices=('fixed', 'uncertainty'),
                    help="how the heads' losses combine: fixed (a plain sum) or uncertainty (weights learned as "
-                        "Kendall et al.'s log-variances) (default: %s)" % d['task_weighting'])
+                        "Kendall et al.'s log-variances)" + default('task_weighting'))
     p.add_argument('--init-from', metavar='PATH',
                    help='start a new run from these weights (a checkpoint folder or prefix, a weights.npz or the folder '
-                        'holding one, such as pretrained/); ignored when --checkpoint-dir already holds a checkpoint to resume')
-    p.add_argument('--seed', type=int)
+                        'holding one, such as pretrained/); ignored when --checkpoint-dir already holds a checkpoint '
+                        'to resume (default: random initialisation)')
+    p.add_argument('--seed', type=int, help="seed of each epoch's batch order and augmentation (the validation "
+                                            "split has its own, fixed)" + default('seed'))
     p.add_argument('--validation-fraction', type=float,
-                   help='share of the smile and gender train sets held out to judge epochs (default: %s; emotion '
-                        'is judged on FER-2013 PublicTest; 0 judges all three on the public test split)'
-                        % d['validation_fraction'])
+                   help='share of the smile and gender train sets held out to judge epochs (emotion is judged on '
+                        'FER-2013 PublicTest; 0 judges all three on the public test split)' + default('validation_fraction'))
     p.add_argument('--ema-decay', type=float,
-                   help='evaluate, keep and export a moving average of the weights with this decay; 0 = off (default: %s)'
-                        % d['ema_decay'])
-    p.add_argument('--label-smoothing', type=float, help='emotion targets (1-e) one-hot + e/7 (default: %s)'
-                   % d['label_smoothing'])
+                   help='evaluate, keep and export a moving average of the weights with this decay; 0 = off'
+                        + default('ema_decay'))
+    p.add_argument('--label-smoothing', type=float, help='emotion targets (1-e) one-hot + e/7' + default('label_smoothing'))
     p.add_argument('--gender-balance', type=float,
-                   help='weight gender class c by n_c ** -this: 1 = class-balanced (default: %s = plain)' % d['gender_balance'])
+                   help='weight gender class c by n_c ** -this: 1 = class-balanced, 0 = plain' + default('gender_balance'))
     p.add_argument('--max-steps', type=int, help='stop after this many global steps; for this command only, '
                                                  'never saved in config.json (default: no cap)')
     p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')

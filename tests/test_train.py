@@ -87,6 +87,32 @@ def test_flags_set_the_config_they_name():
                         batch_size=train.DEMO_BATCH_SIZE, augment=False)
 
 
+def test_help_states_every_value_flags_default(capsys):
+    import train
+    with pytest.raises(SystemExit) as exit_info:
+        train.parse_args(['--help'])
+    assert exit_info.value.code == 0
+    help_text = capsys.readouterr().out
+    # One block per option; an option that takes a value shows a metavar (EPOCHS, {step,cosine}, P).
+    blocks = re.split(r'\n(?=  -)', help_text.split('options:')[1])
+    takes_value = [b for b in blocks if re.match(r'\s+--[\w-]+ [A-Z{]', b)]
+    assert len(takes_value) >= 20
+    for block in takes_value:
+        assert '(default: ' in ' '.join(block.split()), block
+    assert '(default: %s)' % config.DEFAULTS['learning_rate'] in help_text
+
+
+@pytest.mark.parametrize('script', ['train.py', 'evaluate.py', 'predict.py', 'export.py', 'prepare_data.py',
+                                    'benchmarks/bench_data.py', 'benchmarks/bench_detect.py',
+                                    'benchmarks/bench_multitask.py', 'benchmarks/bench_recipe.py',
+                                    'benchmarks/bench_train.py'])
+def test_every_entry_points_help_prints(script):
+    # argparse %-formats help strings: a stray percent sign turns --help into a traceback.
+    result = subprocess.run([sys.executable, script, '--help'], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith('usage: ') and result.stderr == ''
+
+
 def _train(demo_dir, ckpt_dir, **overrides):
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, batch_size=64,
