@@ -29,6 +29,8 @@ Public names:
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
   FaceFollower(detector, every, max_side, framing)   video: a full search every k-th frame, each face
                                 followed in between
+  framing_offset(framed, snapped), with_offset(framed, offset, width, height)
+                                where Haar's box sits on YuNet's; a YuNet box put there
 """
 import os
 
@@ -171,9 +173,12 @@ def haar_framing(box, width, height):
     """A YuNet box (x, y, w, h[, score]) -> the square (x, y, side, side) Haar draws around that face,
     by HAAR_FRAMING, then cut to the picture (width x height) where it crosses an edge."""
     x, y, w, h = box[:4]
-    side = HAAR_FRAMING['scale'] * np.sqrt(w * h)
-    cx = x + w / 2.0 + HAAR_FRAMING['dx'] * w
-    cy = y + h / 2.0 + HAAR_FRAMING['dy'] * h
+    return _square_within(x + w / 2.0 + HAAR_FRAMING['dx'] * w, y + h / 2.0 + HAAR_FRAMING['dy'] * h,
+                          HAAR_FRAMING['scale'] * np.sqrt(w * h), width, height)
+
+
+def _square_within(cx, cy, side, width, height):
+    """The square box of `side` centred at (cx, cy), cut to a width x height picture where it crosses an edge."""
     x0, y0 = max(0, int(round(cx - side / 2))), max(0, int(round(cy - side / 2)))
     x1, y1 = min(width, int(round(cx + side / 2))), min(height, int(round(cy + side / 2)))
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
@@ -233,9 +238,18 @@ def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None, framing=DEFA
     max_side = max_side or DETECT_SIDE[detector]
     if detector == 'haar':
         return detect_haar(picture, max_side=max_side)
+    return [snapped for snapped, _ in _yunet_faces(picture, max_side, framing)]
+
+
+def _yunet_faces(picture, max_side, framing):
+    """[(the face's box in Haar's framing, YuNet's box mapped by haar_framing)], largest first."""
     height, width = np.shape(picture)[:2]
     framed = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
-    return sorted(snap_to_haar(picture, framed, framing), key=lambda b: b[2] * b[3], reverse=True)
+    return sorted(zip(snap_to_haar(picture, framed, framing), framed), key=lambda pair: _area(pair[0]), reverse=True)
+
+
+def _area(box):
+    return box[2] * box[3]
 
 
 # ----------------------------------------------------------------------------- the crop
@@ -282,6 +296,10 @@ class FaceFollower(object):
     (shrunk so the face is about FOLLOW_FACE_SIDE pixels: ~1 ms a face), and keeps its last box
     when it is not found there. A face that enters the picture is found at the next full search.
 
+    With YuNet, Haar runs only in the full searches: each face remembers how its Haar box sat on
+    YuNet's (framing_offset), and the frames between put YuNet's new box in that place
+    (with_offset), which saves Haar's few ms a face a frame.
+
     follower(frame) -> [(x, y, w, h)] largest first, as detect_faces returns them.
     """
 
@@ -290,27 +308,55 @@ class FaceFollower(object):
             raise ValueError('every must be at least 1, got %r' % every)
         self.detector, self.every, self.max_side, self.framing = detector, every, max_side, framing
         self.frames = 0
-        self.boxes = []
+        self.faces = []  # [(box, its framing_offset)], largest first
+
+    @property
+    def boxes(self):
+        return [box for box, _ in self.faces]
 
     def __call__(self, frame):
         if self.frames % self.every == 0:
-            self.boxes = detect_faces(frame, self.detector, self.max_side, self.framing)
+            if self.detector == 'yunet':
+                found = _yunet_faces(frame, self.max_side or DETECT_SIDE['yunet'], self.framing)
+                self.faces = [(snapped, framing_offset(framed, snapped)) for snapped, framed in found]
+            else:
+                self.faces = [(box, None) for box in detect_faces(frame, self.detector, self.max_side)]
         else:
-            self.boxes = sorted((self._follow(frame, box) for box in self.boxes),
-                                key=lambda b: b[2] * b[3], reverse=True)
+            self.faces = sorted((self._follow(frame, box, offset) for box, offset in self.faces),
+                                key=lambda face: _area(face[0]), reverse=True)
         self.frames += 1
-        return list(self.boxes)
+        return self.boxes
 
-    def _follow(self, frame, box):
-        """The face of `box` in this frame: the best-overlapping detection around it, else the box itself."""
+    def _follow(self, frame, box, offset):
+        """(the face of `box` in this frame: the best-overlapping detection around it, else the box itself, offset)."""
         height, width = frame.shape[:2]
         x, y, w, h = box
         side = 2 * max(w, h)
         x0, y0 = max(0, x + w // 2 - side // 2), max(0, y + h // 2 - side // 2)
         x1, y1 = min(width, x0 + side), min(height, y0 + side)
         region = frame[y0:y1, x0:x1]
-        scale = min(1.0, 2.0 * FOLLOW_FACE_SIDE / side)
-        found = detect_faces(region, self.detector, max(1, int(round(max(region.shape[:2]) * scale))), self.framing)
+        search_side = max(1, int(round(max(region.shape[:2]) * min(1.0, 2.0 * FOLLOW_FACE_SIDE / side))))
+        if self.detector == 'yunet':
+            rh, rw = region.shape[:2]
+            found = [with_offset(haar_framing(b, rw, rh), offset, rw, rh) for b in detect_yunet(region, search_side)]
+        else:
+            found = detect_haar(region, max_side=search_side)
         moved = [(bx + x0, by + y0, bw, bh) for bx, by, bw, bh in found]
         best = max(moved, key=lambda b: box_iou(b, box), default=None)
-        return best if best is not None and box_iou(best, box) > 0 else box
+        return (best if best is not None and box_iou(best, box) > 0 else box), offset
+
+
+def framing_offset(framed, snapped):
+    """Where Haar's box `snapped` sits on YuNet's `framed` one: (centre shift x, y in framed's
+    sides, side ratio); (0, 0, 1) when Haar found nothing there (snapped is framed)."""
+    fx, fy, fw, fh = framed
+    sx, sy, sw, sh = snapped
+    return ((sx + sw / 2.0 - fx - fw / 2.0) / fw, (sy + sh / 2.0 - fy - fh / 2.0) / fh,
+            np.sqrt(sw * sh / float(fw * fh)))
+
+
+def with_offset(framed, offset, width, height):
+    """A YuNet box in Haar's framing moved as framing_offset measured, kept in the picture (width x height)."""
+    fx, fy, fw, fh = framed
+    dx, dy, ratio = offset
+    return _square_within(fx + fw / 2.0 + dx * fw, fy + fh / 2.0 + dy * fh, ratio * np.sqrt(fw * fh), width, height)

@@ -214,20 +214,43 @@ def moving_clip(frames, step=4):
 
 def test_follower_searches_every_kth_frame_and_follows_the_face_between(monkeypatch):
     clip, shifts = moving_clip(9)
-    full_searches = []
-    detect = faces.detect_faces
+    full_searches, haar_searches = [], []
+    detect_yunet, haar_sized = faces.detect_yunet, faces._haar_sized
 
-    def counted(picture, *args, **kwargs):
+    def counted_yunet(picture, *args, **kwargs):
         if picture.shape == clip[0].shape:
             full_searches.append(len(full_searches))
-        return detect(picture, *args, **kwargs)
-    monkeypatch.setattr(faces, 'detect_faces', counted)
+        return detect_yunet(picture, *args, **kwargs)
+
+    def counted_haar(*args, **kwargs):
+        haar_searches.append(len(haar_searches))
+        return haar_sized(*args, **kwargs)
+    monkeypatch.setattr(faces, 'detect_yunet', counted_yunet)
+    monkeypatch.setattr(faces, '_haar_sized', counted_haar)
     follower = faces.FaceFollower('yunet', every=4)
     mx, my, side = MARKED['grace_hopper']
+    followed = []
     for i, (frame, shift) in enumerate(zip(clip, shifts)):
         boxes = follower(frame)
         assert len(boxes) == 1 and on_face(boxes[0], (mx + shift, my, side), 0.1), (i, boxes)
+        followed.append(boxes[0])
     assert len(full_searches) == 3  # frames 0, 4 and 8
+    assert len(haar_searches) == 3  # Haar frames the face in the full searches only
+    # Between them the box moves with the face (4 px a frame), within YuNet's jitter of a few px,
+    # and stays close to the box a full search of that frame draws.
+    x, y, w, h = followed[0]
+    for i in (1, 2, 3):
+        assert faces.box_iou(followed[i], (x + 4 * i, y, w, h)) >= 0.85, (i, followed[i])
+        assert faces.box_iou(followed[i], faces.detect_faces(clip[i])[0]) >= 0.85, (i, followed[i])
+
+
+def test_framing_offset_by_hand():
+    framed, snapped = (100, 50, 40, 40), (96, 54, 60, 60)  # centre (120, 70) -> (126, 84), side 40 -> 60
+    offset = faces.framing_offset(framed, snapped)
+    assert np.allclose(offset, (6 / 40.0, 14 / 40.0, 1.5))
+    assert faces.with_offset((10, 20, 20, 20), offset, 640, 480) == (8, 22, 30, 30)  # centre (23, 37), side 30
+    assert faces.with_offset((0, 0, 20, 20), offset, 640, 480) == (0, 2, 28, 30)  # centre (13, 17): cut at the left edge
+    assert faces.framing_offset(framed, framed) == (0.0, 0.0, 1.0)
 
 
 def test_follower_keeps_a_lost_face_until_the_next_full_search():

@@ -350,13 +350,13 @@ def test_detection_flags_are_checked(files, capsys, argv, message):
 
 def test_video_searches_every_kth_frame_and_keeps_the_tracks(demo_checkpoint, files, tmp_path, monkeypatch):
     full_searches = []
-    detect = faces.detect_faces
+    detect = faces.detect_yunet
 
     def counted(picture, *args, **kwargs):
         if picture.shape[:2] == CANVAS:
             full_searches.append(1)
         return detect(picture, *args, **kwargs)
-    monkeypatch.setattr(faces, 'detect_faces', counted)
+    monkeypatch.setattr(faces, 'detect_yunet', counted)
     code, stdout, err = run_main(['--video', files['clip.avi'], '--out', str(tmp_path / 'out.avi'), '--json',
                                   '--checkpoint', demo_checkpoint, '--detect-every', '3'])
     assert code == 0, err
