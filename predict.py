@@ -16,8 +16,9 @@ the Haar framing the network was trained on) and cropped exactly as the training
 (faces.preprocess_face); all faces of a picture go through the network in one session call. A
 model with heads for only some of the tasks reports those. In a video the whole frame is searched
 every --detect-every frames and each face is looked for around its last box in between (by YuNet
-alone: its box keeps the place Haar's had on it at the last full search); each face is followed from frame to frame by box overlap and its probabilities are averaged over its last
---smooth frames, which steadies the labels. A picture without a face is not an error (exit 0); a
+alone: its box keeps the place Haar's had on it at the last full search); each face is followed
+from frame to frame by box overlap and its probabilities are averaged over its last --smooth
+frames, which steadies the labels. A picture without a face is not an error (exit 0); a
 missing or unreadable file is (one line on stderr, exit 2), and so is a picture of more than
 MAX_PIXELS (120 megapixels), found from its header before it is decoded. Pictures are decoded one
 at a time, each when its turn comes. Ctrl-C ends a video or camera run after the current frame,
