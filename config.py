@@ -64,6 +64,7 @@ DEFAULTS = dict(
     ema_decay=0.999,            # evaluate, keep as best and ship a moving average of the weights; 0 = off
     label_smoothing=0.0,        # emotion head: train on (1 - e) * one-hot + e / 7
     gender_balance=0.0,         # gender loss weights class c by n_c ** -this (1 = class-balanced, 0 = plain)
+    gender_logit_bias=0.0,      # added to the female logit at inference (model.balanced_gender_bias: a class-balanced decision)
     max_steps=0,                # stop after this many global steps (0 = no cap); never saved in config.json
     keep_checkpoints=3,
     bfloat16=False,             # training's convolutions and matmuls in bfloat16: 2x on a CPU with AMX, slower without

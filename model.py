@@ -15,6 +15,7 @@ Public names:
     .evaluate_inference_weights(dataset)   evaluate() with the moving average of the weights, if kept
   resolve_config(config=None, **overrides) -> dict of config.DEFAULTS with the overrides applied
   learning_rate(cfg, step, steps_per_epoch) -> the schedule's rate at a global step
+  balanced_gender_bias(counts, gender_balance) -> the gender_logit_bias of a class-balanced decision
   tta_views(views), shift_faces(images, dy, dx), shift_index(size, shift)   the test-time views:
                        (mirrored, dy, dx), the shift, and its gather indices (also for export's graph)
   find_checkpoints(folder)   checkpoint prefixes newest first, from the files (not the state file)
@@ -137,6 +138,14 @@ def _check_config(cfg):
                          % (', '.join(cfg['tasks']), list(cfg['task_weights'])))
 
 
+def balanced_gender_bias(counts, gender_balance):
+    """The gender_logit_bias that makes the gender decision class-balanced (logit adjustment, Menon
+    et al. 2021): a loss weighting class c by n_c ** -gender_balance leaves the model believing in a
+    prior proportional to n_c ** (1 - gender_balance); adding (1 - gender_balance) * log(n_male /
+    n_female) to the female logit takes that prior out. counts: (n_female, n_male) of the train set."""
+    return (1.0 - gender_balance) * math.log(float(counts[1]) / counts[0])
+
+
 def learning_rate(cfg, step, steps_per_epoch):
     if cfg['lr_schedule'] == 'cosine':
         total = max(1, cfg['epochs'] * steps_per_epoch)
@@ -223,7 +232,10 @@ class Multitask_BKNet(object):
                 h = layers.fc_bn_relu_dropout(features, HEAD_UNITS, self.phase_train, self.keep_prob, 'fc1')
                 h = layers.fc_bn_relu_dropout(h, HEAD_UNITS, self.phase_train, self.keep_prob, 'fc2')
                 self.logits[task] = layers.fc(h, NUM_CLASSES[task], 'logits')
-            self.probabilities[task] = tf.nn.softmax(self.logits[task], name=TASK_NAMES[task] + '_probabilities')
+            logits = self.logits[task]
+            if task == GENDER and self.config['gender_logit_bias']:  # moves the decision; the loss keeps the raw logits
+                logits += tf.constant([self.config['gender_logit_bias'], 0.0])
+            self.probabilities[task] = tf.nn.softmax(logits, name=TASK_NAMES[task] + '_probabilities')
 
     def _define_loss(self):
         """Each head's cross-entropy counts only its own task's samples, averaged over their count.
@@ -544,11 +556,16 @@ class Multitask_BKNet(object):
 
     def _class_weights_feed(self, train_set):
         """Gender classes weighted by n_c ** -gender_balance, scaled so the average sample weighs 1."""
-        power = self.config['gender_balance']
-        if not power or GENDER not in self.tasks:
+        if GENDER not in self.tasks:
             return {}
         counts = np.bincount(train_set.labels[train_set.indexes == GENDER], minlength=NUM_CLASSES[GENDER])
+        power = self.config['gender_balance']
         if not counts.all():
+            return {}
+        if self.verbose:
+            print('A class-balanced gender decision for this training set: --gender-logit-bias %.3f'
+                  % balanced_gender_bias(counts, power))
+        if not power:
             return {}
         weights = counts.astype(np.float64) ** -power
         weights *= counts.sum() / (weights * counts).sum()

@@ -91,6 +91,9 @@ def parse_args(argv=None):
     p.add_argument('--label-smoothing', type=float, help='emotion targets (1-e) one-hot + e/7' + default('label_smoothing'))
     p.add_argument('--gender-balance', type=float,
                    help='weight gender class c by n_c ** -this: 1 = class-balanced, 0 = plain' + default('gender_balance'))
+    p.add_argument('--gender-logit-bias', type=float, metavar='B',
+                   help='added to the female logit when the model predicts (predict, evaluate, export), not in '
+                        'training; the run prints the B of a class-balanced decision' + default('gender_logit_bias'))
     p.add_argument('--max-steps', type=int, help='stop after this many global steps; for this command only, '
                                                  'never saved in config.json (default: no cap)')
     p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')

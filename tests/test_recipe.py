@@ -57,6 +57,27 @@ def test_gender_balance_weights_classes_by_inverse_frequency(demo_dir, tmp_path)
     np.testing.assert_allclose(feeds[1.0][0], [720 / (2 * 180), 720 / (2 * 540)], rtol=1e-6)
 
 
+def test_the_gender_logit_bias_moves_the_predicted_probabilities_not_the_loss():
+    rng = np.random.RandomState(4)
+    images, labels, indexes = mixed_batch(rng)
+    bias = model.balanced_gender_bias((1000, 3000), 0.5)
+    assert abs(bias - 0.5 * np.log(3.0)) < 1e-12  # the prior left by n ** -0.5 weights: sqrt(3) men to a woman
+    assert model.balanced_gender_bias((1000, 3000), 1.0) == 0.0  # a class-balanced loss needs no shift
+    runs = {}
+    for value in (0.0, bias):
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+            tf.set_random_seed(0)
+            net = model.Multitask_BKNet(session, verbose=False, training=False, gender_logit_bias=value)
+            session.run(tf.global_variables_initializer())
+            runs[value] = session.run([net.logits[GENDER], net.probabilities[GENDER], net.task_loss[GENDER]], {
+                net.input_images: images, net.input_labels: labels, net.input_indexes: indexes})
+    logits, probabilities, loss = runs[bias]
+    np.testing.assert_allclose(logits, runs[0.0][0], rtol=1e-6)  # the same network
+    shifted = logits.astype(np.float64) + [bias, 0.0]
+    np.testing.assert_allclose(probabilities, np.exp(log_softmax(shifted)), rtol=1e-5)
+    assert loss == pytest.approx(runs[0.0][2], rel=1e-6)  # training's loss reads the raw logits
+
+
 @pytest.fixture(scope='module')
 def ema_run(demo_dir, tmp_path_factory):
     """Three steps with a weights average of decay 0.9, and each step's weights and shadows recorded."""

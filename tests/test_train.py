@@ -82,6 +82,7 @@ def test_flags_set_the_config_they_name():
                                                 task_weights=[3.0, 1.0, 0.5], optimizer='adam', augment=False,
                                                 random_erasing=0.25, bfloat16=True)
     assert train.config_overrides(train.parse_args(['--no-bf16'])) == dict(bfloat16=False)
+    assert train.config_overrides(train.parse_args(['--gender-logit-bias', '-0.25'])) == dict(gender_logit_bias=-0.25)
     demo = train.config_overrides(train.parse_args(['--demo', '--epochs', '2']))
     assert demo == dict(data_dir=train.DEMO_DATA_DIR, checkpoint_dir=train.DEMO_CHECKPOINT_DIR, epochs=2,
                         batch_size=train.DEMO_BATCH_SIZE, augment=False)
