@@ -3,6 +3,7 @@
   python export.py --out exported/bknet                       the newest checkpoint of pretrained/ or checkpoints/
   python export.py --checkpoint checkpoints/demo --out exported/demo --force   replace an existing export
   python export.py --checkpoint checkpoints/real --weights --out pretrained   what the repo ships: weights.npz + config.json
+  python export.py --checkpoint checkpoints/real5 --average-with pretrained --weights --out soup   the mean of two models' weights
 
 The SavedModel holds the very graph model.py builds (inference mode: batch norm with its moving
 averages, no dropout) with a uint8 face input normalised inside it, so no model code is copied.
@@ -18,7 +19,9 @@ and shifts of -2, 0, +2 px: model.tta_views), computed inside the graph at that 
   probs = serve(faces=tf.constant(faces_uint8))     # {'smile': ..., 'emotion': ..., 'gender': ...}
 
 --weights writes instead the inference weights alone (no optimizer state) as float16 weights.npz
-with the run's config.json: half the size of float32, and what pretrained/ holds.
+with the run's config.json: half the size of float32, and what pretrained/ holds. With
+--average-with A B ..., the weights written are the mean of --checkpoint's and those models' (a
+uniform "model soup": the same network, say two training cycles of one lineage).
 
 Either export is built in a hidden folder beside --out (.tmp-export-*) and moved into place when
 complete; an existing --out (with --weights: a weights.npz or config.json in it) is only replaced
@@ -29,7 +32,8 @@ Public names:
   ServingNet        Multitask_BKNet with the extra uint8 `faces` placeholder feeding its input
   ExportError       the export folder cannot be written, or exists without --force (one-line message)
   export(checkpoint, out, force=False, views=1) -> the checkpoint file exported
-  export_weights(checkpoint, out, force=False) -> the checkpoint file exported
+  export_weights(checkpoint, out, force=False, average_with=()) -> the checkpoint file exported (weights
+                    averaged with those of average_with's models)
 """
 import contextlib
 import glob
@@ -114,16 +118,31 @@ def export(checkpoint, out, force=False, views=1):
     return path
 
 
-def export_weights(checkpoint, out, force=False):
-    """Write checkpoint's inference weights (float16 .npz) and config to the folder out."""
+def export_weights(checkpoint, out, force=False, average_with=()):
+    """Write checkpoint's inference weights (float16 .npz) and config to the folder out.
+
+    average_with: more models of the same architecture whose weights are averaged with
+    checkpoint's, each counting once (a uniform "model soup", Wortsman et al., ICML 2022); the
+    config is checkpoint's."""
     names = (model.WEIGHTS_FILE, model.CONFIG_FILE)
     existing = [os.path.join(out, n) for n in names if os.path.exists(os.path.join(out, n))]
     if existing and not force:
         raise ExportError('%s already exists; pass --force to replace it' % existing[0])
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net, path = model.load_model(session, checkpoint)
+        weights = net.inference_weights()
+        for other in average_with:
+            with tf.Graph().as_default() as other_graph, tf.Session(graph=other_graph) as other_session:
+                other_net, other_path = model.load_model(other_session, other)
+                other_weights = other_net.inference_weights()
+            if {k: v.shape for k, v in other_weights.items()} != {k: v.shape for k, v in weights.items()}:
+                raise ExportError('%s cannot be averaged with %s: their networks differ (tasks %s against %s)'
+                                  % (other_path, path, ' '.join(other_net.config['tasks']), ' '.join(net.config['tasks'])))
+            for name in weights:
+                weights[name] = weights[name] + other_weights[name]
+        weights = {name: value / (1 + len(average_with)) for name, value in weights.items()}
         with _build_folder(out) as tmp:
-            net.save_weights(os.path.join(tmp, model.WEIGHTS_FILE))
+            net.save_weights(os.path.join(tmp, model.WEIGHTS_FILE), weights=weights)
             # Users keep their own data in data/, whatever folder the model was trained from.
             saved = dict(model.saved_config(net.config), data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out)
             model.write_json(os.path.join(tmp, model.CONFIG_FILE), saved)
@@ -168,6 +187,9 @@ def main(argv=None):
                    help='the SavedModel folder to write (with --weights: the folder to write the files into)')
     p.add_argument('--force', action='store_true', help='replace --out if it exists (with --weights: its %s)' % files)
     p.add_argument('--weights', action='store_true', help='write the float16 %s instead' % files)
+    p.add_argument('--average-with', nargs='+', default=[], metavar='CHECKPOINT',
+                   help='with --weights: write the mean of the weights of --checkpoint and these models (the same '
+                        'network, e.g. two cycles of one run); the config is --checkpoint\'s (default: none)')
     p.add_argument('--tta-views', type=int, choices=(1, 2, 18), default=1,
                    help='the SavedModel averages this many test-time views of each face (default: 1)')
     args = p.parse_args(argv)
@@ -175,9 +197,12 @@ def main(argv=None):
     if leftovers:
         print('removed %d folder(s) left by an interrupted export: %s' % (len(leftovers), ', '.join(leftovers)))
     try:
+        if args.average_with and not args.weights:
+            raise ExportError('--average-with needs --weights')
         if args.weights:
-            path = export_weights(args.checkpoint, args.out, args.force)
-            print('wrote the weights of %s to %s' % (path, os.path.join(args.out, model.WEIGHTS_FILE)))
+            path = export_weights(args.checkpoint, args.out, args.force, args.average_with)
+            print('wrote the weights of %s to %s' % (' + '.join([path] + args.average_with) + (
+                  ' (their mean)' if args.average_with else ''), os.path.join(args.out, model.WEIGHTS_FILE)))
             return 0
         path = export(args.checkpoint, args.out, args.force, args.tta_views)
     except (model.CheckpointError, ExportError) as err:

@@ -8,6 +8,7 @@ Public names:
     ._define_loss()    per-task masked cross-entropy (fixed or learned task weights) + weight decay; per-task accuracy
     .train()           the training loop: checkpoints, resume, evaluation every epoch
     .restore(path)     load inference weights: checkpoint prefix, folder, or weights .npz
+    .inference_weights() -> {name: array}   the weights inference uses (the moving average, if kept)
     .save_weights(path)  the inference weights alone, float16 .npz (what the repo ships)
     .evaluate(dataset) -> {task: {'correct', 'count', 'loss'}}
     .predict(images, views=1) -> {task: probabilities}, images uint8 (N,48,48) or normalised (N,48,48,1),
@@ -325,10 +326,15 @@ class Multitask_BKNet(object):
             raise CheckpointError('%s: cannot restore this model from it (%s)' % (path, _first_line(err)))
         return path
 
-    def save_weights(self, path, dtype=np.float16):
-        """Write the inference weights alone to an .npz (float16 by default: half the size)."""
+    def inference_weights(self):
+        """{variable name: float32 array} of the weights inference uses (the moving average, if kept)."""
         values = self.sess.run([self.ema.average(v) if self.ema else v for v in self.model_variables])
-        arrays = {v.op.name: val.astype(dtype) for v, val in zip(self.model_variables, values)}
+        return {v.op.name: value for v, value in zip(self.model_variables, values)}
+
+    def save_weights(self, path, dtype=np.float16, weights=None):
+        """Write the inference weights alone (or `weights`, as inference_weights returns them) to an
+        .npz, float16 by default: half the size."""
+        arrays = {name: value.astype(dtype) for name, value in (weights or self.inference_weights()).items()}
         tmp = path + '.tmp.npz'
         np.savez_compressed(tmp, **arrays)
         os.replace(tmp, path)

@@ -113,6 +113,38 @@ def test_weights_export_is_small_float16_and_predicts_like_the_checkpoint(demo_c
     assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', out]) == 2  # no silent overwrite
 
 
+def test_weights_averaged_with_another_model_are_the_mean_of_both(demo_checkpoint, tmp_path, capsys):
+    own, soup = str(tmp_path / 'own'), str(tmp_path / 'soup')
+    assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', own]) == 0
+    assert export.main(['--checkpoint', demo_checkpoint, '--average-with', model.PRETRAINED_DIR, '--weights',
+                        '--out', soup]) == 0
+    with np.load(os.path.join(own, model.WEIGHTS_FILE)) as a, \
+            np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as b, \
+            np.load(os.path.join(soup, model.WEIGHTS_FILE)) as mean:
+        assert sorted(mean.files) == sorted(a.files) == sorted(b.files)
+        for name in a.files:  # float16 files: each value within the rounding of the larger of its two terms
+            x, y = a[name].astype(np.float64), b[name].astype(np.float64)
+            error = np.abs(mean[name] - (x + y) / 2)
+            assert (error <= 2e-3 * np.maximum(np.abs(x), np.abs(y)) + 1e-7).all(), (name, error.max())
+    assert model.load_config(soup)['epochs'] == model.load_config(demo_checkpoint)['epochs']  # --checkpoint's config
+
+    # A network with other heads cannot be averaged in: one line, nothing written.
+    emotion_only = tmp_path / 'emotion_only'
+    emotion_only.mkdir()
+    with np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as b:
+        np.savez(str(emotion_only / model.WEIGHTS_FILE), **{k: b[k] for k in b.files if 'head_' not in k or 'emotion' in k})
+    model.write_json(str(emotion_only / model.CONFIG_FILE), dict(tasks=['emotion']))
+    capsys.readouterr()
+    out = str(tmp_path / 'mixed')
+    assert export.main(['--checkpoint', demo_checkpoint, '--average-with', str(emotion_only), '--weights',
+                        '--out', out]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: %s' % emotion_only) and 'networks differ' in err and err.count('\n') == 1, err
+    assert not os.path.exists(out)
+    assert export.main(['--checkpoint', demo_checkpoint, '--average-with', own, '--out', out]) == 2
+    assert capsys.readouterr().err == 'error: --average-with needs --weights\n'
+
+
 @pytest.mark.parametrize('existing', [model.CONFIG_FILE, model.WEIGHTS_FILE])
 def test_weights_export_refuses_an_out_holding_either_file(demo_checkpoint, tmp_path, capsys, existing):
     out = tmp_path / 'shipped'
