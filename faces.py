@@ -330,7 +330,8 @@ class FaceFollower(object):
         return self.boxes
 
     def _follow(self, frame, box, offset):
-        """(the face of `box` in this frame: the best-overlapping detection around it, else the box itself, offset)."""
+        """-> (the face of `box` in this frame: the best-overlapping detection around it, else the box
+        itself; offset, kept until the next full search)."""
         height, width = frame.shape[:2]
         x, y, w, h = box
         side = 2 * max(w, h)
