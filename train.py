@@ -36,9 +36,9 @@ def parse_args(argv=None):
     d = config.DEFAULTS
 
     def default(key, shown=None):
-        # argparse %-formats every help string, so a literal percent sign must not reach it.
         value = d[key] if shown is None else shown
-        return ' (default: %s)' % (' '.join('%g' % v for v in value) if isinstance(value, tuple) else value)
+        text = ' '.join('%g' % v for v in value) if isinstance(value, tuple) else str(value)
+        return ' (default: %s)' % text.replace('%', '%%')  # argparse %-formats help: a default's own '%' stays literal
 
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--demo', action='store_true',
