@@ -94,6 +94,9 @@ def parse_args(argv=None):
     p.add_argument('--gender-logit-bias', type=float, metavar='B',
                    help='added to the female logit when the model predicts (predict, evaluate, export), not in '
                         'training; the run prints the B of a class-balanced decision' + default('gender_logit_bias'))
+    p.add_argument('--keep-checkpoints', type=int,
+                   help='how many of the newest epoch checkpoints to keep (best/ is kept apart), e.g. every epoch\'s '
+                        'for a later weight average' + default('keep_checkpoints'))
     p.add_argument('--max-steps', type=int, help='stop after this many global steps; for this command only, '
                                                  'never saved in config.json (default: no cap)')
     p.add_argument('--fresh', action='store_true', help='start from scratch, removing old checkpoints')
