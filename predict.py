@@ -8,11 +8,10 @@
   python predict.py photo.jpg --benchmark 100          p50 latency: session call alone, and with detection
   python predict.py group.jpg --detect-side 960        search at a larger size: slower, finds smaller faces
   python predict.py photo.jpg --detector haar          OpenCV's Haar cascade instead of YuNet
-  python predict.py photo.jpg --framing haar           YuNet's faces in the very boxes Haar's full search draws
 
 The model is the newest checkpoint of --checkpoint (default: pretrained/ when the repo ships it,
-else checkpoints/). Faces are found by faces.detect_faces (YuNet by default, its boxes mapped onto
-the Haar framing the network was trained on) and cropped exactly as the training faces were
+else checkpoints/). Faces are found by faces.detect_faces (YuNet by default, each face in the box
+Haar draws for it, the framing the network was trained on) and cropped exactly as the training faces were
 (faces.preprocess_face); all faces of a picture go through the network in one session call. A
 model with heads for only some of the tasks reports those. In a video the whole frame is searched
 every --detect-every frames and each face is looked for around its last box in between (by YuNet
@@ -29,7 +28,7 @@ Public names:
   picture_size(path)                (width, height) from a PNG or JPEG header; None for other formats
   check_picture(path)               DataError naming the file if it is missing or larger than MAX_PIXELS
   read_image(path)                  a picture file -> BGR uint8; DataError naming the file if unreadable
-  Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None, framing='local')
+  Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None)
                                     predictor(picture, boxes=None) -> [(box, {task: probabilities})], largest
                                     face first (found by the detector unless boxes are given); views > 1
                                     averages test-time views (model.tta_views)
@@ -144,16 +143,15 @@ def read_image(path):
 class Predictor(object):
     """The restored model plus face detection: one session call per picture."""
 
-    def __init__(self, session, checkpoint, views=1, detector=faces.DEFAULT_DETECTOR, detect_side=None,
-                 framing=faces.DEFAULT_FRAMING):
+    def __init__(self, session, checkpoint, views=1, detector=faces.DEFAULT_DETECTOR, detect_side=None):
         self.net, self.checkpoint = model.load_model(session, checkpoint)
         self.views = views
-        self.detector, self.detect_side, self.framing = detector, detect_side, framing
+        self.detector, self.detect_side = detector, detect_side
 
     def crops(self, picture, boxes=None):
         """-> (boxes largest first, their 48x48 crops) of a BGR picture; boxes: found by the detector if None."""
         if boxes is None:
-            boxes = faces.detect_faces(picture, self.detector, self.detect_side, self.framing)
+            boxes = faces.detect_faces(picture, self.detector, self.detect_side)
         gray = cv2.cvtColor(picture, cv2.COLOR_BGR2GRAY)
         return boxes, [faces.preprocess_face(gray, box) for box in boxes]
 
@@ -301,7 +299,7 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
         raise DataError('%s: the annotated video must be .mp4 or .avi' % out_path)
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 25.0  # cameras often report 0
-    follower = faces.FaceFollower(predictor.detector, detect_every, predictor.detect_side, predictor.framing)
+    follower = faces.FaceFollower(predictor.detector, detect_every, predictor.detect_side)
     tracker, writer, frames = Tracker(smooth), None, 0
     stopped = []
     previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))
@@ -387,10 +385,6 @@ def parse_args(argv=None):
                    help='search pictures with their longer side shrunk to this: larger finds smaller faces, slower '
                         '(default: %s; YuNet at most %d)' % (', '.join('%s %d' % kv for kv in faces.DETECT_SIDE.items()),
                                                              faces.YUNET_MAX_SIDE))
-    p.add_argument('--framing', choices=faces.FRAMINGS, default=faces.DEFAULT_FRAMING,
-                   help="YuNet: each face takes the box Haar finds by searching around it (local, a few ms a face) "
-                        "or the very box Haar's search of the whole picture gives (haar: the labels of --detector "
-                        "haar on 98%% of the faces both find, slower) (default: %(default)s)")
     p.add_argument('--video', metavar='FILE', help='annotate every frame of a video file (needs --out)')
     p.add_argument('--camera', type=int, metavar='INDEX', help='annotate a camera stream (needs --out)')
     p.add_argument('--smooth', type=int, default=SMOOTH_FRAMES,
@@ -432,8 +426,7 @@ def main(argv=None):
         elif args.camera is not None:
             source, capture = 'camera %d' % args.camera, open_camera(args.camera)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
-            predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side,
-                                  args.framing)
+            predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side)
             if not args.images:
                 frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
                                                      args.max_frames, args.json, args.detect_every)

@@ -13,7 +13,7 @@ Sections:
              agree between the Haar crop and the YuNet crop?
   speed      a 640x480 photo of one face: p50 of detection alone and of predict.Predictor
              (detection + crop + session call): Haar, and YuNet searching at 480 (its default),
-             416 and 320 px, and at 480 with framing 'haar'.
+             416 and 320 px; and what the 480 px figure is made of.
   video      predict.run_stream on a 640x480 MJPG clip of three faces panning: frames/s from
              reading a frame to writing it, full detection every frame or every k-th frame.
   onednn     the session call at batch 1 and 4 and the first call of a new batch size, with
@@ -22,7 +22,7 @@ Sections:
 --calibrate (needs ../shared/data): real 48x48 faces (WIKI, GENKI-4K, FER-2013) enlarged 2-4x onto
 a plain border; HAAR_FRAMING is fitted on the WIKI train faces both detectors find and checked on
 the test faces: box overlap with Haar's, the agreement of the three labels between the Haar crop
-and detect_faces' YuNet crop (framing 'haar' and 'local', mapped only, YuNet's own box), against the
+and detect_faces' YuNet crop (in the box snap_to_haar gives it, mapped only, YuNet's own box), against the
 agreement of Haar with itself on the picture moved by one pixel, and each test set's accuracy
 with either crop.
 
@@ -269,22 +269,20 @@ def section_agreement(cases, tf):
     print('\n== agreement: the shipped model on the Haar crop and the YuNet crop of each face both find')
     with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
         net = _load_predictor(session).net
-        for framing in faces.FRAMINGS:
-            pictures, pairs = [], []
-            for _, _, picture, truths in cases:
-                haar = faces.detect_faces(picture, 'haar')
-                yunet = faces.detect_faces(picture, 'yunet', framing=framing)
-                for truth in truths:
-                    a = [b for b in haar if match([b], [truth])[0][0]]
-                    b = [b for b in yunet if match([b], [truth])[0][0]]
-                    if a and b:
-                        pictures.append(picture)
-                        pairs.append((a[0], b[0]))
-            print('framing %-6s' % framing, end='')
-            _print_agreement(label_agreement(net, pictures, pairs), len(pairs))
-            ious = [faces.box_iou(a, b) for a, b in pairs]
-            print('  box overlap (IoU) with Haar: median %.2f, 10th percentile %.2f; the same box %.0f%%'
-                  % (np.median(ious), np.percentile(ious, 10), 100 * np.mean([tuple(a) == tuple(b) for a, b in pairs])))
+        pictures, pairs = [], []
+        for _, _, picture, truths in cases:
+            haar = faces.detect_faces(picture, 'haar')
+            yunet = faces.detect_faces(picture, 'yunet')
+            for truth in truths:
+                a = [b for b in haar if match([b], [truth])[0][0]]
+                b = [b for b in yunet if match([b], [truth])[0][0]]
+                if a and b:
+                    pictures.append(picture)
+                    pairs.append((a[0], b[0]))
+        _print_agreement(label_agreement(net, pictures, pairs), len(pairs))
+        ious = [faces.box_iou(a, b) for a, b in pairs]
+        print('  box overlap (IoU) with Haar: median %.2f, 10th percentile %.2f; the same box %.0f%%'
+              % (np.median(ious), np.percentile(ious, 10), 100 * np.mean([tuple(a) == tuple(b) for a, b in pairs])))
 
 
 def one_face_photo():
@@ -294,27 +292,38 @@ def one_face_photo():
     return cv2.resize(picture[:384], (640, 480), interpolation=cv2.INTER_LINEAR)
 
 
+def _p50_ms(function, runs):
+    """p50 milliseconds of function() over `runs` calls after 3 warm-up calls."""
+    timings = []
+    for i in range(runs + 3):
+        t0 = time.perf_counter()
+        function()
+        timings.append(time.perf_counter() - t0)
+    return 1000 * np.median(timings[3:])
+
+
 def section_speed(runs, tf):
     import predict
     picture = one_face_photo()
     print('\n== speed: a 640x480 photo with one face, p50 of %d runs' % runs)
     print('%-24s %8s %12s %16s' % ('detector', 'faces', 'detection', 'end to end'))
     end_to_end = {}
-    local = [(detector, side, 'local') for detector, side in CANDIDATES[:2] + (('yunet', 416), ('yunet', 320))]
-    for detector, side, framing in local + [('yunet', faces.DETECT_SIDE['yunet'], 'haar')]:
-        timings = []
-        for i in range(runs + 3):
-            t0 = time.perf_counter()
-            found = faces.detect_faces(picture, detector, side, framing)
-            timings.append(time.perf_counter() - t0)
+    for detector, side in CANDIDATES[:2] + (('yunet', 416), ('yunet', 320)):
+        found = faces.detect_faces(picture, detector, side)
+        detection_ms = _p50_ms(lambda: faces.detect_faces(picture, detector, side), runs)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             predictor = _load_predictor(session, detector)
-            predictor.detect_side, predictor.framing = side, framing
+            predictor.detect_side = side
             _, session_ms, total_ms = predict.benchmark(predictor, picture, runs)
-        label = '%s@%d' % (detector, side) + (' framing haar' if framing == 'haar' else '')
+        label = '%s@%d' % (detector, side)
         end_to_end[label] = total_ms
         print('%-24s %8d %9.1f ms %13.1f ms   (session call %.1f ms)'
-              % (label, len(found), 1000 * np.median(timings[3:]), total_ms, session_ms))
+              % (label, len(found), detection_ms, total_ms, session_ms))
+    side = faces.DETECT_SIDE['yunet']
+    height, width = picture.shape[:2]
+    framed = [faces.haar_framing(box, width, height) for box in faces.detect_yunet(picture, side)]
+    print('yunet@%d detection: YuNet %.1f ms, Haar\'s box for its face (snap_to_haar) %.1f ms' % (
+        side, _p50_ms(lambda: faces.detect_yunet(picture, side), runs), _p50_ms(lambda: faces.snap_to_haar(picture, framed), runs)))
     haar, yunet = ('%s@%d' % candidate for candidate in CANDIDATES[:2])
     print('YuNet end to end is %.1fx faster than Haar; target p50 <= 20 ms: %s (%.1f ms)' % (
         end_to_end[haar] / end_to_end[yunet], 'met' if end_to_end[yunet] <= 20 else 'MISSED', end_to_end[yunet]))
@@ -347,18 +356,15 @@ def section_video(frames, every_k, tf):
         rates = {}
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
             predictor = _load_predictor(session)
-            for detector, every, framing in (('haar', 1, 'local'), ('yunet', 1, 'local'), ('yunet', every_k, 'local'),
-                                             ('yunet', every_k, 'haar')):
-                predictor.detector, predictor.framing = detector, framing
+            for detector, every in (('haar', 1), ('yunet', 1), ('yunet', every_k)):
+                predictor.detector = detector
                 done, tracks, seconds = predict.run_stream(predict.open_video(clip), predictor,
                                                            os.path.join(folder, 'out.avi'), clip, detect_every=every)
-                rates[detector, every, framing] = done / seconds
-                label = detector + (' framing haar' if framing == 'haar' else '')
-                print('%-24s %20d %10.1f %12d' % (label, every, done / seconds, tracks))
-        best = max(rates[('yunet', 1, 'local')], rates[('yunet', every_k, 'local')])
+                rates[detector, every] = done / seconds
+                print('%-24s %20d %10.1f %12d' % (detector, every, done / seconds, tracks))
+        best = max(rates[('yunet', 1)], rates[('yunet', every_k)])
         print('target >= 25 frames/s: %s (YuNet %.1f searching every frame, %.1f every %d frames; Haar %.1f)' % (
-            'met' if best >= 25 else 'MISSED', rates[('yunet', 1, 'local')], rates[('yunet', every_k, 'local')],
-            every_k, rates[('haar', 1, 'local')]))
+            'met' if best >= 25 else 'MISSED', rates[('yunet', 1)], rates[('yunet', every_k)], every_k, rates[('haar', 1)]))
     finally:
         for name in os.listdir(folder):
             os.remove(os.path.join(folder, name))
@@ -439,21 +445,18 @@ def enlarged(face, factor):
 
 
 def paired_boxes(images, labels):
-    """-> (pictures, labels, Haar boxes, YuNet's own boxes, detect_faces' yunet boxes with framing 'local' and
-    'haar', Haar boxes on the picture moved 1 px right and down) of the images where each finds a face
-    (the largest each)."""
-    kept = [], [], [], [], [], [], []
+    """-> (pictures, labels, Haar boxes, YuNet's own boxes, detect_faces' yunet boxes, Haar boxes on the
+    picture moved 1 px right and down) of the images where each finds a face (the largest each)."""
+    kept = [], [], [], [], [], []
     for i, (face, label) in enumerate(zip(images, labels)):
         picture = enlarged(face, 2 + i % 3)
         haar = faces.detect_faces(picture, 'haar')
         yunet = sorted(faces.detect_yunet(picture), key=lambda box: box[2] * box[3], reverse=True)
-        local = faces.detect_faces(picture, 'yunet', framing='local')
-        exact = faces.detect_faces(picture, 'yunet', framing='haar')
+        snapped = faces.detect_faces(picture, 'yunet')
         moved = faces.detect_faces(np.pad(picture, ((1, 0), (1, 0)), mode='edge')[:-1, :-1], 'haar')
-        if haar and yunet and local and exact and moved:
+        if haar and yunet and snapped and moved:
             x, y, w, h = moved[0]
-            for column, value in zip(kept, (picture, label, haar[0], yunet[0], local[0], exact[0],
-                                            (x - 1, y - 1, w, h))):
+            for column, value in zip(kept, (picture, label, haar[0], yunet[0], snapped[0], (x - 1, y - 1, w, h))):
                 column.append(value)
     return kept
 
@@ -485,25 +488,24 @@ def calibrate(limit, tf):
                                                 ('GENKI-4K test', 'genki4k.npz', 'test', config.SMILE),
                                                 ('FER-2013 PrivateTest', 'fer2013.npz', 'PrivateTest', config.EMOTION)):
             images, labels = split(archive, split_name)
-            pictures, labels, haar, yunet, local, exact, moved = paired_boxes(images, labels)
+            pictures, labels, haar, yunet, snapped, moved = paired_boxes(images, labels)
             framed = [faces.haar_framing(b, p.shape[1], p.shape[0]) for p, b in zip(pictures, yunet)]
             plain = [tuple(int(v) for v in b[:4]) for b in yunet]
             print('\n%s: %d faces, both detectors find %d; IoU with Haar median: YuNet %.2f, mapped %.2f, '
-                  'framing local %.2f, haar %.2f; the same box as Haar: local %.0f%%, haar %.0f%%' % (
+                  'detect_faces %.2f; the same box as Haar: %.1f%%' % (
                       name, len(images), len(haar), *[np.median([faces.box_iou(a, b) for a, b in zip(haar, boxes)])
-                                                      for boxes in (plain, framed, local, exact)],
-                      *[100 * np.mean([tuple(a) == tuple(b) for a, b in zip(haar, boxes)]) for boxes in (local, exact)]))
-            for label, other in (('framing haar', exact), ('framing local (default)', local),
-                                 ('YuNet mapped, no snap', framed), ('YuNet own box', plain),
-                                 ('Haar, picture moved 1 px', moved)):
+                                                      for boxes in (plain, framed, snapped)],
+                      100 * np.mean([tuple(a) == tuple(b) for a, b in zip(haar, snapped)])))
+            for label, other in (('detect_faces (YuNet)', snapped), ('YuNet mapped, no snap', framed),
+                                 ('YuNet own box', plain), ('Haar, picture moved 1 px', moved)):
                 print('  Haar vs %-25s' % label, end='')
                 _print_agreement(label_agreement(net, pictures, list(zip(haar, other))), len(haar))
             correct = {}
-            for label, boxes in (('Haar', haar), ('local', local), ('haar', exact)):
+            for label, boxes in (('Haar', haar), ('YuNet', snapped)):
                 crops = np.stack([faces.preprocess_face(p, b) for p, b in zip(pictures, boxes)])
                 correct[label] = np.argmax(net.predict(crops)[task], 1) == np.asarray(labels)
-            print('  %s accuracy on these faces: Haar crop %.1f%%, YuNet framing local %.1f%%, framing haar %.1f%%' % (
-                config.TASK_NAMES[task], *[100 * correct[k].mean() for k in ('Haar', 'local', 'haar')]))
+            print('  %s accuracy on these faces: Haar crop %.1f%%, detect_faces crop %.1f%%' % (
+                config.TASK_NAMES[task], *[100 * correct[k].mean() for k in ('Haar', 'YuNet')]))
 
 
 # ----------------------------------------------------------------------------- command line

@@ -88,8 +88,8 @@ def test_faces_both_find_get_the_haar_box_and_the_others_yunets_in_haar_framing(
     assert faces.snap_to_haar(blank, [(100, 100, 80, 80)]) == [(100, 100, 80, 80)]
 
 
-def test_framing_haar_gives_the_very_box_of_a_full_haar_search():
-    """Faces at several sizes: framing 'haar' takes each one's box from Haar's whole-picture search."""
+def two_faces_on_grass():
+    """The astronaut's face 150 px wide and Grace Hopper's 90 px on a 640x480 picture of grass."""
     canvas = cv2.resize(photo('grass'), (640, 480))
     for name, side, (cx, cy) in (('astronaut', 150, (160, 180)), ('grace_hopper', 90, (470, 300))):
         mx, my, marked_side = MARKED[name]
@@ -99,17 +99,64 @@ def test_framing_haar_gives_the_very_box_of_a_full_haar_search():
         cv2.circle(mask, (mx, my), int(0.9 * marked_side), 1.0, -1)
         alpha = cv2.warpAffine(mask, warp, (640, 480))[..., None]
         canvas = (alpha * cv2.warpAffine(photo(name), warp, (640, 480)) + (1 - alpha) * canvas).astype(np.uint8)
+    return canvas
+
+
+def test_yunet_faces_take_the_very_box_of_a_full_haar_search():
+    """snap_to_haar searches around each face only, and draws what detect_haar's whole-picture search draws."""
+    canvas = two_faces_on_grass()
     haar = faces.detect_faces(canvas, 'haar')
-    exact = faces.detect_faces(canvas, framing='haar')
-    assert len(exact) == 2 and sorted(exact) == sorted(b for b in haar if any(faces.box_iou(b, e) >= 0.5 for e in exact))
+    yunet = faces.detect_faces(canvas)
+    assert len(yunet) == 2 and sorted(yunet) == sorted(b for b in haar if any(faces.box_iou(b, y) >= 0.5 for y in yunet))
     for name in ('astronaut', 'grace_hopper'):
         picture = photo(name)
-        assert faces.detect_faces(picture, framing='haar') == faces.detect_faces(picture, 'haar')
-    camera = photo('camera')  # no Haar face: the mapped box, whatever the framing
-    assert faces.detect_faces(camera, framing='haar') == faces.detect_faces(camera, framing='local')
-    assert faces.snap_to_haar(camera, [], 'haar') == []
-    with pytest.raises(ValueError, match="unknown framing 'exact': choose from local, haar"):
-        faces.detect_faces(camera, framing='exact')
+        assert faces.detect_faces(picture) == faces.detect_faces(picture, 'haar')
+    # At every position and size on a grid, the same box (in 1 px and 10% steps the search grid's phase changes)
+    face = cv2.cvtColor(photo('astronaut'), cv2.COLOR_BGR2GRAY)[40:200, 150:300]
+    for i, side in enumerate((70, 97, 131, 190)):
+        picture = np.full((300, 400), 140, np.uint8)
+        small = cv2.resize(face, (side, int(side * 160 / 150.0)))
+        x, y = 37 + 13 * i, 29 + 7 * i
+        picture[y:y + small.shape[0], x:x + small.shape[1]] = small
+        for shift in range(3):
+            moved = np.roll(picture, shift, axis=1)
+            full = faces.detect_haar(moved)
+            assert len(full) == 1, (side, shift, full)
+            framed = [faces.haar_framing(b, 400, 300) for b in faces.detect_yunet(moved)]
+            assert faces.snap_to_haar(moved, framed) == full, (side, shift)
+    assert faces.snap_to_haar(photo('camera'), []) == []
+
+
+def test_the_replayed_search_tries_the_windows_detect_multi_scale_tries():
+    """_haar_windows over a whole scale = OpenCV's own windows at that size (minNeighbors 0: ungrouped)."""
+    gray = cv2.cvtColor(two_faces_on_grass(), cv2.COLOR_BGR2GRAY)
+    cascade = faces._haar()
+    scales = faces._haar_scales(640, 480)
+    assert len(scales) == int(np.log(480 / 24.0) / np.log(1.1)) + 1  # windows 24 px up to the picture's height
+    checked = 0
+    for scale in scales[:30]:  # steps of 2 px (scales < 2) and of 1 px
+        side = int(round(24 * float(scale)))
+        raw = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=0, minSize=(side, side), maxSize=(side, side))
+        ours = faces._haar_windows(gray, scale, (0, 0), 640, {})
+        assert sorted(map(tuple, np.reshape(raw, (-1, 4)).tolist())) == sorted(map(tuple, ours)), scale
+        checked += len(ours)
+    assert checked >= 50  # the faces give windows to compare at many scales
+    # Around a spot: the windows OpenCV tries there, though each row's scan starts near the spot only
+    for scale in scales[:12]:
+        side = int(round(24 * float(scale)))
+        raw = cascade.detectMultiScale(gray, scaleFactor=1.1, minNeighbors=0, minSize=(side, side), maxSize=(side, side))
+        raw = set(map(tuple, np.reshape(raw, (-1, 4)).tolist()))
+        for corner in [(x, y) for x in range(60, 560, 41) for y in range(40, 400, 67)]:
+            ours = set(map(tuple, faces._haar_windows(gray, scale, corner, 80, {})))
+            inside = {w for w in raw if all(c + 2 * scale <= v <= c + 80 - 2 * scale for v, c in zip(w[:2], corner))}
+            assert inside <= ours <= raw, (scale, corner)
+    # Each row's scan skips the window after one its first stage rejects: started at this spot, it
+    # would step over a window of the astronaut's that OpenCV tries (found by searching the benchmark's pictures)
+    astronaut = faces.to_gray(photo('astronaut'))
+    scale = faces._haar_scales(512, 512)[1]
+    raw = cascade.detectMultiScale(astronaut, scaleFactor=1.1, minNeighbors=0, minSize=(26, 26), maxSize=(26, 26))
+    assert (128, 271, 26, 26) in map(tuple, np.reshape(raw, (-1, 4)).tolist())
+    assert [128, 271, 26, 26] in faces._haar_windows(astronaut, scale, (126.9, 261), 40, {})
 
 
 def test_haar_framing_by_hand():
@@ -215,7 +262,7 @@ def moving_clip(frames, step=4):
 def test_follower_searches_every_kth_frame_and_follows_the_face_between(monkeypatch):
     clip, shifts = moving_clip(9)
     full_searches, haar_searches = [], []
-    detect_yunet, haar_sized = faces.detect_yunet, faces._haar_sized
+    detect_yunet, haar_near = faces.detect_yunet, faces._haar_near
 
     def counted_yunet(picture, *args, **kwargs):
         if picture.shape == clip[0].shape:
@@ -224,9 +271,9 @@ def test_follower_searches_every_kth_frame_and_follows_the_face_between(monkeypa
 
     def counted_haar(*args, **kwargs):
         haar_searches.append(len(haar_searches))
-        return haar_sized(*args, **kwargs)
+        return haar_near(*args, **kwargs)
     monkeypatch.setattr(faces, 'detect_yunet', counted_yunet)
-    monkeypatch.setattr(faces, '_haar_sized', counted_haar)
+    monkeypatch.setattr(faces, '_haar_near', counted_haar)
     follower = faces.FaceFollower('yunet', every=4)
     mx, my, side = MARKED['grace_hopper']
     followed = []

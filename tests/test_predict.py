@@ -330,13 +330,13 @@ def test_detector_flag_chooses_the_boxes(demo_checkpoint, files, tmp_path):
     assert code == 0 and out == '%s: no face found\n' % cameraman, err
 
 
-def test_framing_flag_haar_gives_the_boxes_and_labels_of_the_haar_detector(demo_checkpoint, files):
+def test_yunet_gives_the_boxes_and_labels_of_the_haar_detector_where_both_find_the_faces(demo_checkpoint, files):
     outputs = {}
-    for flags in (['--framing', 'haar'], ['--detector', 'haar']):
-        code, out, err = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint, '--json'] + flags)
+    for detector in ('yunet', 'haar'):
+        code, out, err = run_main([files['faces.jpg'], '--checkpoint', demo_checkpoint, '--json', '--detector', detector])
         assert code == 0, err
-        outputs[flags[0]] = json.loads(out)[0]['faces']
-    assert len(outputs['--framing']) == 3 and outputs['--framing'] == outputs['--detector']
+        outputs[detector] = json.loads(out)[0]['faces']
+    assert len(outputs['yunet']) == 3 and outputs['yunet'] == outputs['haar']
 
 
 @pytest.mark.parametrize('argv, message', [(['--detect-side', '2000'], 'at most 960 for YuNet'),
