@@ -23,7 +23,8 @@ Public names:
   detect_haar(picture, scale_factor, min_neighbors, min_size, max_side)   Haar's own boxes
   detect_yunet(picture, max_side, min_score) -> [(x, y, w, h, score)]     YuNet's own boxes
   haar_framing(box, width, height)   one YuNet box -> the square Haar would draw, kept in the picture
-  snap_to_haar(picture, boxes) each box -> the box Haar's whole-picture search draws for that face, if any
+  snap_to_haar(picture, boxes)  each box -> the box detect_haar (its defaults) draws for that face, if any
+  box_iou(a, b)                 intersection over union of two (x, y, w, h) boxes
   preprocess_face(image, box=None)   any face picture -> 48x48 uint8 gray
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
   FaceFollower(detector, every, max_side)   video: a full search every k-th frame, each face

@@ -36,7 +36,7 @@ Public names:
   format_face(face)                 one described face as a line of text
   annotate(picture, described)      draw the described faces' boxes and labels in place
   Tracker(k)                        .update(found): match boxes to the last frame's, average the last k
-  run_stream(capture, predictor, out_path, ..., detect_every=3)   annotate a video or camera stream
+  run_stream(capture, predictor, out_path, ..., detect_every=5)   annotate a video or camera stream
   benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
 """
 import collections
@@ -81,7 +81,7 @@ from data_utils import DataError  # noqa: E402
 
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 SMOOTH_FRAMES = 5     # a tracked face's probabilities are averaged over this many frames
-DETECT_EVERY = 3      # streams: a full search every this many frames, faces followed in between (a new face waits <= 2)
+DETECT_EVERY = 5      # streams: a full search every this many frames, faces followed in between (a new face waits <= 4)
 MATCH_IOU = 0.3       # a box overlapping a track's last box this much continues the track
 VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG'}  # what opencv-python-headless can write
 BOX_COLOUR = (0, 200, 0)

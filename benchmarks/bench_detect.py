@@ -520,8 +520,8 @@ def main(argv=None):
     parser.add_argument('--composites', type=int, default=40, help='composite pictures in the test set (default: 40)')
     parser.add_argument('--runs', type=int, default=100, help='timed runs per speed figure (default: 100)')
     parser.add_argument('--frames', type=int, default=300, help='frames of the video clip (default: 300)')
-    parser.add_argument('--every', type=int, default=3,
-                        help='video: the k of a full detection every k-th frame, compared with every frame (default: 3)')
+    parser.add_argument('--every', type=int, default=5,
+                        help='video: the k of a full detection every k-th frame, compared with every frame (default: 5, as predict.py)')
     parser.add_argument('--calibrate', action='store_true', help='fit and check faces.HAAR_FRAMING instead')
     parser.add_argument('--limit', type=int, default=2000, help='--calibrate: faces per split at most (default: 2000)')
     parser.add_argument('--quick', action='store_true',
