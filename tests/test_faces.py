@@ -1,6 +1,7 @@
 """faces.py: both detectors on photos that packages ship (scikit-image's astronaut and cameraman,
 matplotlib's Grace Hopper), on pictures without a face, on a small composite; the Haar framing of
 YuNet's boxes, the crop, the video follower, and YuNet's OpenMP threads."""
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -125,6 +126,25 @@ def test_yunet_faces_take_the_very_box_of_a_full_haar_search():
             framed = [faces.haar_framing(b, 400, 300) for b in faces.detect_yunet(moved)]
             assert faces.snap_to_haar(moved, framed) == full, (side, shift)
     assert faces.snap_to_haar(photo('camera'), []) == []
+
+
+def _in_child(what):
+    picture = photo('astronaut')
+    try:
+        return what, faces.snap_to_haar(picture, [(170, 40, 110, 110)]) if what == 'snap' else faces.detect_yunet(picture)
+    except DataError as error:
+        return what, str(error)
+
+
+def test_a_child_forked_after_a_search_snaps_and_yunet_says_why_it_cannot_run():
+    """The snap's thread pool and YuNet's OpenMP threads do not survive a fork (multiprocessing's
+    default on Linux): the child starts a pool of its own, and YuNet says so instead of hanging."""
+    expected = faces.snap_to_haar(photo('astronaut'), [(170, 40, 110, 110)])
+    assert faces.detect_faces(photo('astronaut'))  # both the pool's and OpenMP's threads now run
+    with multiprocessing.get_context('fork').Pool(1) as pool:
+        snapped, yunet = pool.map_async(_in_child, ['snap', 'yunet']).get(timeout=120)
+    assert snapped == ('snap', expected) and expected == faces.detect_haar(photo('astronaut'))
+    assert yunet[0] == 'yunet' and 'spawn' in yunet[1], yunet
 
 
 def test_the_replayed_search_tries_the_windows_detect_multi_scale_tries():
