@@ -309,7 +309,8 @@ def _snap_ms(picture, boxes, threads, runs):
     try:
         return _p50_ms(lambda: faces.snap_to_haar(picture, boxes), runs)
     finally:
-        faces._pool.shutdown()
+        if faces._pool is not None:
+            faces._pool.shutdown()
         faces.SNAP_THREADS, faces._pool = saved
 
 
