@@ -1,6 +1,6 @@
 """faces.py: both detectors on photos that packages ship (scikit-image's astronaut and cameraman,
 matplotlib's Grace Hopper), on pictures without a face, on a small composite; the Haar framing of
-YuNet's boxes, the crop, the video follower, and YuNet's OpenMP threads."""
+YuNet's boxes, the crop, the video follower, YuNet's OpenMP threads and a forked child."""
 import multiprocessing
 import os
 import subprocess
