@@ -8,6 +8,7 @@ Public names:
   DEFAULTS                        training / model defaults; every CLI flag overrides one
   import_tf(onednn)               TensorFlow with its start-up chatter silenced
   session_config(bfloat16=False)  a ConfigProto that trains on a GPU when there is one (bfloat16 on an AMX CPU)
+  cpu_flags(cpuinfo)              the CPU's feature flags as Linux lists them, or None where it cannot tell
   docstring_parser(doc, examples) an ArgumentParser whose help is a script's module docstring
   exit_on_interrupt(message)      Ctrl-C exits with 130 and one line instead of a traceback
 """
@@ -122,6 +123,18 @@ def session_config(bfloat16=False):
         from tensorflow.core.protobuf import rewriter_config_pb2
         cfg.graph_options.rewrite_options.auto_mixed_precision_onednn_bfloat16 = rewriter_config_pb2.RewriterConfig.ON
     return cfg
+
+
+def cpu_flags(cpuinfo='/proc/cpuinfo'):
+    """The CPU's feature flags ('avx2', 'avx512f', 'amx_bf16', ...) from cpuinfo, or None if it has none to read."""
+    try:
+        with open(cpuinfo) as f:
+            for line in f:
+                if line.startswith('flags'):
+                    return set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    return None
 
 
 def docstring_parser(doc, examples):

@@ -67,7 +67,7 @@ def parse_args(argv=None):
                         'by noise' + default('random_erasing'))
     p.add_argument('--bf16', dest='bfloat16', action='store_true', default=None,
                    help="train convolutions and matmuls in bfloat16 (oneDNN's mixed precision): 2x faster on a "
-                        "CPU with AMX, slower on one without (default: float32)")
+                        "CPU with AMX, slower on one without, refused without AVX-512 (default: float32)")
     p.add_argument('--no-bf16', dest='bfloat16', action='store_false', help='train in float32')
     p.add_argument('--tasks', nargs='+', choices=[config.TASK_NAMES[t] for t in TASKS],
                    help='the heads to train: a single-task model has one' + default('tasks', ' '.join(d['tasks'])))
@@ -120,6 +120,16 @@ def _shown(value):
     return ' '.join(value) if isinstance(value, list) else value
 
 
+def _bfloat16_refusal(tf):
+    """Why --bf16 cannot run here, or None. Without AVX-512 oneDNN has no bfloat16 kernels and TensorFlow
+    falls back to Eigen's: 0.07x the float32 throughput measured on an AVX2 CPU (bench_train.py --bf16)."""
+    flags = config.cpu_flags()
+    if flags is None or 'avx512f' in flags or tf.config.experimental.list_physical_devices('GPU'):
+        return None
+    return ('--bf16 needs a CPU with AVX-512 and this one has none (TensorFlow would train ~14x slower than in '
+            'float32): train without it, or resume a bfloat16 run with --no-bf16')
+
+
 def main(argv=None):
     args = parse_args(argv)
     overrides = config_overrides(args)
@@ -137,11 +147,14 @@ def main(argv=None):
                 raise data_utils.DataError('%s was trained with %s %s; resuming it cannot change that to %s: '
                                            'use --fresh or another --checkpoint-dir'
                                            % (ckpt_dir, key, _shown(saved[key]), _shown(cfg[key])))
+        tf = config.import_tf()
+        refusal = cfg['bfloat16'] and _bfloat16_refusal(tf)
+        if refusal:
+            raise data_utils.DataError(refusal)
         if args.demo and not os.path.exists(data_utils.split_path(cfg['data_dir'], TASKS[0], 'train')):
             import prepare_data
             print('Generating the demo data set in %s' % cfg['data_dir'])
             prepare_data.make_demo(cfg['data_dir'])
-        tf = config.import_tf()
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config(cfg['bfloat16'])) as session:
             net = model.Multitask_BKNet(session, cfg, verbose=not args.quiet)
             net.train(fresh=args.fresh)

@@ -226,6 +226,27 @@ def test_bad_flag_values_are_one_line(demo_dir, tmp_path, capsys, flags, expecte
     assert not (tmp_path / 'ckpt').exists()
 
 
+def test_cpu_flags_reads_linux_cpuinfo(tmp_path):
+    cpuinfo = tmp_path / 'cpuinfo'
+    cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n'
+                       'processor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n')
+    assert config.cpu_flags(str(cpuinfo)) == {'fpu', 'sse2', 'avx', 'avx2', 'fma'}
+    assert config.cpu_flags(str(tmp_path / 'absent')) is None
+
+
+def test_bf16_is_refused_in_one_line_on_a_cpu_without_avx512(demo_dir, tmp_path, capsys, monkeypatch):
+    import train
+    monkeypatch.setattr(config, 'cpu_flags', lambda: {'sse2', 'avx', 'avx2', 'fma'})
+    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt'), '--bf16']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith('error: --bf16 needs a CPU with AVX-512'), err
+    assert not (tmp_path / 'ckpt').exists()
+    monkeypatch.setattr(config, 'cpu_flags', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    assert train._bfloat16_refusal(tf) is None
+    monkeypatch.setattr(config, 'cpu_flags', lambda: None)  # not Linux: nothing to go by
+    assert train._bfloat16_refusal(tf) is None
+
+
 def test_a_nan_loss_from_the_cli_is_one_line_and_exit_1(demo_dir, tmp_path, capsys):
     import train
     ckpt_dir = str(tmp_path)
