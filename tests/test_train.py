@@ -50,13 +50,15 @@ def test_a_smoke_runs_cap_does_not_stop_the_next_run(demo_dir, tmp_path, capsys)
     import train
     ckpt_dir = str(tmp_path)
     common = ['--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--quiet']
-    assert train.main(common + ['--max-steps', '2', '--batch-size', '64', '--epochs', '1', '--no-augment']) == 0
+    # a quarter of each train set per epoch: whole epochs of ~17 steps
+    assert train.main(common + ['--max-steps', '2', '--batch-size', '64', '--epochs', '1', '--no-augment',
+                                '--task-weights', '0.25', '0.25', '0.25']) == 0
     assert train.main(common) == 0  # no flags: the saved config, no cap
     saved = model.load_config(ckpt_dir)
     steps_per_epoch = data_provider.Dataset('train', 64, demo_dir, validation_fraction=saved['validation_fraction'],
                                             task_weights=saved['task_weights'], verbose=False).steps_per_epoch()
     assert _progress(ckpt_dir) == (steps_per_epoch, [1, 0])
-    assert (saved['batch_size'], saved['epochs'], saved['augment']) == (64, 1, False)
+    assert (saved['batch_size'], saved['epochs'], saved['augment'], saved['task_weights']) == (64, 1, False, [0.25] * 3)
     assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-2') in capsys.readouterr().out
     # resumed again with a new flag: the saved config, that flag overriding it
     assert train.main(common + ['--epochs', '2', '--max-steps', str(steps_per_epoch + 1)]) == 0
@@ -276,16 +278,20 @@ def test_out_of_range_labels_stop_training_before_anything_is_written(demo_dir, 
 
 
 def test_each_epoch_prints_validation_and_best_keeps_the_best_epoch(demo_dir, tmp_path, capsys):
+    """best/ holds the epoch of the best mean validation accuracy, even when a resumed run's later epoch is worse."""
     ckpt_dir = str(tmp_path)
-    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, batch_size=64, epochs=3,
-                                    augment=False, learning_rate=0.05, keep_checkpoints=1)
-        net.train()
+    for epochs, learning_rate in ((3, 0.05), (4, 3.0)):  # 3 epochs, then one more at a rate that wrecks the network
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+            net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, batch_size=64,
+                                        epochs=epochs, augment=False, learning_rate=learning_rate, keep_checkpoints=1,
+                                        task_weights=(0.25, 0.25, 0.25))  # short epochs: ~17 steps
+            net.train()
     out = capsys.readouterr().out
     printed = [[float(x) for x in re.findall(r'_acc: ([0-9.]+)', line)]
                for line in out.splitlines() if line.startswith('validation ')]
-    assert len(printed) == 3 and all(len(p) == 3 for p in printed), out
+    assert len(printed) == 4 and all(len(p) == 3 for p in printed), out
     best_epoch = int(np.argmax([np.mean(p) for p in printed])) + 1
+    assert best_epoch < 4, out  # the last epoch is not the best, so keeping the last would fail below
     with open(os.path.join(ckpt_dir, 'best', 'best.json')) as f:
         best = json.load(f)
     assert best['epoch'] == best_epoch and best['data'] == 'validation'
@@ -298,7 +304,7 @@ def test_each_epoch_prints_validation_and_best_keeps_the_best_epoch(demo_dir, tm
         net, _ = model.load_model(session, os.path.join(ckpt_dir, 'best'))
         result = net.evaluate(data_provider.Dataset('validation', 256, demo_dir, verbose=False))
     assert [round(result[t]['correct'] / result[t]['count'], 4) for t in TASKS] == printed[best_epoch - 1]
-    assert len(os.listdir(os.path.join(ckpt_dir, 'logs'))) == 1  # TensorBoard events, one file for the run
+    assert len(os.listdir(os.path.join(ckpt_dir, 'logs'))) == 2  # TensorBoard events, one file for each run
 
 
 def test_init_from_the_shipped_model(demo_dir, tmp_path):
