@@ -239,7 +239,9 @@ def test_cpu_flags_reads_linux_cpuinfo(tmp_path):
 def test_bf16_is_refused_in_one_line_on_a_cpu_without_avx512(demo_dir, tmp_path, capsys, monkeypatch):
     import train
     monkeypatch.setattr(config, 'cpu_flags', lambda: {'sse2', 'avx', 'avx2', 'fma'})
-    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt'), '--bf16']) == 2
+    # --max-steps 1: were it not refused, the run would end at once and fail below, not crawl for an hour
+    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt'), '--bf16',
+                       '--max-steps', '1']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: --bf16 needs a CPU with AVX-512'), err
     assert not (tmp_path / 'ckpt').exists()
