@@ -376,7 +376,7 @@ def parse_args(argv=None):
     p.add_argument('--json', action='store_true', help='print JSON (streams: one line per frame)')
     p.add_argument('--tta-views', type=int, choices=(1, 2, 18), default=1,
                    help='average each face over this many test-time views: 2 adds the mirror image, 18 also shifts '
-                        'by -%d, 0, +%d px (a few points more accurate on FER-2013, 18 network passes; default: 1)'
+                        'by -%d, 0, +%d px (a few points more accurate on FER-2013, 18 network passes) (default: 1)'
                         % (model.TTA_SHIFT, model.TTA_SHIFT))
     p.add_argument('--detector', choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR,
                    help='face detector: yunet (a small CNN, finds turned and small faces) or haar (OpenCV\'s '
@@ -392,7 +392,8 @@ def parse_args(argv=None):
     p.add_argument('--detect-every', type=int, default=DETECT_EVERY, metavar='K',
                    help='streams: search the whole frame every K-th frame and follow each face around its last box '
                         'in between (default: %(default)s)')
-    p.add_argument('--max-frames', type=int, default=0, help='streams: stop after this many frames')
+    p.add_argument('--max-frames', type=int, default=0,
+                   help='streams: stop after this many frames (default: 0, the whole stream)')
     p.add_argument('--benchmark', type=int, metavar='RUNS', help='time RUNS predictions on the first picture')
     args = p.parse_args(argv)
     streams = (args.video is not None) + (args.camera is not None)

@@ -723,7 +723,8 @@ def main(argv=None):
     parser.add_argument('--task', choices=sorted(TASK_BY_NAME), help='the task an --npz archive holds')
     parser.add_argument('--allow-pickle', action='store_true',
                         help='let --course unpickle its files; pickle can run code, so only for a folder you trust')
-    parser.add_argument('--seed', type=int, default=0, help='seed of the demo data and of the GENKI / WIKI splits')
+    parser.add_argument('--seed', type=int, default=0,
+                        help='seed of the demo data and of the GENKI / WIKI splits (default: %(default)s)')
     args = parser.parse_args(argv)
     for name, task in SOURCE_TASKS.items():
         if getattr(args, name) and args.task and TASK_BY_NAME[args.task] != task:

@@ -73,10 +73,12 @@ def time_epochs(ds, epochs):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--data-dir', help='prepared data folder (default: import the shared archives into a temp folder)')
-    parser.add_argument('--shared', default=os.path.join(ROOT, '..', 'shared', 'data'), help='folder of the .npz archives')
-    parser.add_argument('--batch-size', type=int, default=128)
-    parser.add_argument('--epochs', type=int, default=3, help='epochs without augmentation (the fastest counts)')
-    parser.add_argument('--aug-epochs', type=int, default=1, help='epochs with augmentation')
+    parser.add_argument('--shared', default=os.path.join(ROOT, '..', 'shared', 'data'),
+                        help="folder of the .npz archives (default: ../shared/data from the repo's root)")
+    parser.add_argument('--batch-size', type=int, default=128, help='samples a batch (default: %(default)s)')
+    parser.add_argument('--epochs', type=int, default=3,
+                        help='epochs without augmentation, the fastest counts (default: %(default)s)')
+    parser.add_argument('--aug-epochs', type=int, default=1, help='epochs with augmentation (default: %(default)s)')
     args = parser.parse_args(argv)
 
     tmp = None

@@ -55,8 +55,10 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--windows', type=int, default=5, help='timed windows of each (default: 5)')
     p.add_argument('--steps', type=int, default=20, help='training steps per window (default: 20)')
-    p.add_argument('--batch-size', type=int, default=config.DEFAULTS['batch_size'])
-    p.add_argument('--warmup', type=int, default=3, help='untimed steps of each before the first window')
+    p.add_argument('--batch-size', type=int, default=config.DEFAULTS['batch_size'],
+                   help='training batch (default: %(default)s)')
+    p.add_argument('--warmup', type=int, default=3,
+                   help='untimed steps of each before the first window (default: %(default)s)')
     p.add_argument('--matmul-reps', type=int, default=5, help='matmuls per window (default: 5)')
     p.add_argument('--quick', action='store_true', help='1 window of 3 steps, 1 warm-up step, 2 matmuls')
     p.add_argument('--no-onednn', action='store_true', help='run with TF_ENABLE_ONEDNN_OPTS=0')

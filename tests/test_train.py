@@ -6,6 +6,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import threading
 import time
 
@@ -19,6 +20,9 @@ import model
 
 tf = config.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ENTRY_POINTS = ['train.py', 'evaluate.py', 'predict.py', 'export.py', 'prepare_data.py', 'benchmarks/bench_data.py',
+                'benchmarks/bench_detect.py', 'benchmarks/bench_multitask.py', 'benchmarks/bench_recipe.py',
+                'benchmarks/bench_train.py']
 
 
 def _run_train(*args, **kwargs):
@@ -105,15 +109,45 @@ def test_help_states_every_value_flags_default(capsys):
     assert '(default: %s)' % config.DEFAULTS['learning_rate'] in help_text
 
 
-@pytest.mark.parametrize('script', ['train.py', 'evaluate.py', 'predict.py', 'export.py', 'prepare_data.py',
-                                    'benchmarks/bench_data.py', 'benchmarks/bench_detect.py',
-                                    'benchmarks/bench_multitask.py', 'benchmarks/bench_recipe.py',
-                                    'benchmarks/bench_train.py'])
+@pytest.mark.parametrize('script', ENTRY_POINTS)
 def test_every_entry_points_help_prints(script):
     # argparse %-formats help strings: a stray percent sign turns --help into a traceback.
     result = subprocess.run([sys.executable, script, '--help'], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith('usage: ') and result.stderr == ''
+
+
+
+def test_every_value_flag_with_a_default_states_it():
+    """Each entry point's parser, caught as its main() parses: a flag that takes a value and has a default
+    says it in its help, as pytorch/examples' flags do."""
+    snippet = textwrap.dedent("""
+        import argparse, json, os, runpy, sys
+        class Parsed(Exception):
+            pass
+        def catch(parser, *args, **kwargs):
+            parsers.append(parser)
+            raise Parsed
+        argparse.ArgumentParser.parse_args = catch
+        silent = []
+        for script in sys.argv[1:]:
+            parsers = []
+            sys.argv = [script]
+            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` sees its folder
+            try:
+                runpy.run_path(script, run_name='__main__')
+            except Parsed:
+                pass
+            assert len(parsers) == 1, script
+            silent += ['%s %s' % (script, a.option_strings[-1]) for a in parsers[0]._actions
+                       if a.option_strings and a.nargs != 0 and a.default not in (None, argparse.SUPPRESS)
+                       and '(default: ' not in (a.help or '')]
+        print(json.dumps(silent))
+    """)
+    result = subprocess.run([sys.executable, '-c', snippet] + ENTRY_POINTS, cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
 
 
 def _train(demo_dir, ckpt_dir, **overrides):
