@@ -124,6 +124,11 @@ def import_npz(path, task, data_dir='data', force=False):
     if os.path.isfile(path) and os.path.getsize(path) == 0:
         raise DataError('%s: empty file (0 bytes), not an .npz archive' % path)
     try:
+        with open(path, 'rb') as f:
+            magic = f.read(6)
+        # NumPy takes any file that is neither a zip nor an .npy for a pickle: say what it is instead
+        if not magic.startswith(b'PK') and magic != b'\x93NUMPY':
+            raise DataError('%s: not an .npz archive (not a zip file; an .npz is a zip of .npy arrays)' % path)
         archive = np.load(path, allow_pickle=False)
     except FileNotFoundError:
         raise DataError('%s: file not found' % path)

@@ -642,6 +642,7 @@ def _crc_damaged(path):
 NPZ_DAMAGE = {  # name -> (how the archive is made, the message)
     'truncated': (_truncated, 'not a readable .npz archive'),
     '0 bytes': (lambda path: open(path, 'wb').close(), 'empty file (0 bytes)'),
+    'text': (lambda path: open(path, 'w').write('images,labels\n'), 'not an .npz archive (not a zip file'),
     'CRC-damaged': (_crc_damaged, "cannot read an array of the archive (damaged or truncated: Bad CRC-32 for file 'images.npy')"),
     'scalar labels': (lambda path: _smile_npz(path, labels=np.array(1)), 'labels must be a 1-D array, got shape ()'),
     '2-D split': (lambda path: _smile_npz(path, split=np.zeros((4, 1), int)), 'split must be a 1-D array, got shape (4, 1)'),
