@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import data_provider  # noqa: E402
+import data_utils  # noqa: E402
 
 ARCHIVES = (('smile', 'genki4k.npz'), ('emotion', 'fer2013.npz'), ('gender', 'gender.npz'))
 MB = 1024.0 * 1024.0
@@ -52,8 +53,10 @@ def import_shared(shared, data_dir):
         if not os.path.isfile(path):
             sys.exit('error: %s: file not found (give --shared or --data-dir)' % path)
         t0 = time.time()
-        subprocess.run([sys.executable, os.path.join(ROOT, 'prepare_data.py'), '--task', task, '--npz', path,
-                        '--data-dir', data_dir], check=True, stdout=subprocess.DEVNULL)
+        imported = subprocess.run([sys.executable, os.path.join(ROOT, 'prepare_data.py'), '--task', task, '--npz', path,
+                                   '--data-dir', data_dir], stdout=subprocess.DEVNULL)
+        if imported.returncode:  # prepare_data.py has printed its one-line error
+            sys.exit('error: %s: prepare_data.py could not import it' % path)
         print('imported %-12s %5.1f s' % (name, time.time() - t0))
 
 
@@ -85,11 +88,15 @@ def main(argv=None):
     data_dir = args.data_dir
     if data_dir is None:
         tmp = data_dir = tempfile.mkdtemp(prefix='bench-data-')
-        import_shared(args.shared, data_dir)
     try:
+        if tmp:
+            import_shared(args.shared, data_dir)
         base = rss_mb()
         t0 = time.time()
-        ds = data_provider.Dataset('train', batch_size=args.batch_size, data_dir=data_dir, seed=0, verbose=False)
+        try:
+            ds = data_provider.Dataset('train', batch_size=args.batch_size, data_dir=data_dir, seed=0, verbose=False)
+        except data_utils.DataError as err:
+            sys.exit('error: %s' % err)
         load_s = time.time() - t0
         rss = rss_mb()
         data = (ds.images.nbytes + ds.labels.nbytes + ds.indexes.nbytes) / MB
