@@ -3,11 +3,15 @@
   python benchmarks/bench_recipe.py                 the runs in checkpoints/ablation, writes results/ablation.json
   python benchmarks/bench_recipe.py --runs-dir DIR --baseline base --data-dir data/real
   python benchmarks/bench_recipe.py --quick         200 resamples: checks that it runs
+  python benchmarks/bench_recipe.py --runs-dir checkpoints/candidates --baseline shipped --tta-views 18
+                                                    models that may replace the shipped one, by the README's
+                                                    18-view test-time average
 
 Each subfolder of --runs-dir is one run (trained by the README's commands at the same budget, from
 the same weights); the baseline is the run the others differ from. For each run it reports, on
 the validation data (FER-2013 PublicTest and the held-out tenths of the GENKI-4K and WIKI training
-sets, `Dataset('validation')`), with the weights inference uses (the moving average when kept):
+sets, `Dataset('validation')`), with the weights inference uses (the moving average when kept) and
+the mean of --tta-views test-time views of each face (model.tta_views):
   accuracy        per task, plus the balanced (mean per-class) gender accuracy
   difference      run - baseline per task, with a 95% interval from a paired bootstrap over the
                   validation images (resampled together for both models)
@@ -26,6 +30,7 @@ sys.path.insert(0, ROOT)
 import numpy as np  # noqa: E402
 
 import config  # noqa: E402
+import data_utils  # noqa: E402
 from config import GENDER, NUM_CLASSES, TASK_NAMES, TASKS  # noqa: E402
 from bench_multitask import paired_bootstrap, write_report  # noqa: E402
 
@@ -41,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument('--out', default=os.path.join('results', 'ablation.json'),
                    help='where the numbers go (default: results/ablation.json)')
     p.add_argument('--resamples', type=int, default=2000, help='bootstrap resamples (default: 2000)')
+    p.add_argument('--tta-views', type=int, choices=(1, 2, 18), default=1,
+                   help='test-time views averaged per face: 1 = the face alone, 2 = and its mirror, 18 = both '
+                        'shifted by -2, 0, +2 px (default: 1)')
     p.add_argument('--quick', action='store_true', help='200 resamples')
     args = p.parse_args(argv)
     if args.quick:
@@ -70,6 +78,9 @@ def main(argv=None):
     import evaluate
     import model
 
+    if not os.path.isdir(args.runs_dir):
+        print('error: %s: folder not found (it holds one folder per run)' % args.runs_dir, file=sys.stderr)
+        return 2
     names = sorted(n for n in os.listdir(args.runs_dir) if os.path.isfile(os.path.join(args.runs_dir, n, model.CONFIG_FILE)))
     if args.baseline not in names:
         print('error: %s holds no run %r (runs: %s)' % (args.runs_dir, args.baseline, ', '.join(names) or 'none'),
@@ -77,27 +88,32 @@ def main(argv=None):
         return 2
     names.remove(args.baseline)
     names.insert(0, args.baseline)
-    configs = {n: model.load_config(os.path.join(args.runs_dir, n)) for n in names}
-    data_dir = args.data_dir or configs[args.baseline]['data_dir']
-    validation = {task: data for (task, _), data in evaluate.load_validation_sets(
-        data_dir, fraction=configs[args.baseline]['validation_fraction']).items()}
-    correct = {}
-    report = dict(runs_dir=args.runs_dir, baseline=args.baseline, data_dir=data_dir, resamples=args.resamples,
-                  images={TASK_NAMES[t]: len(validation[t][1]) for t in TASKS}, runs={})
-    for name in names:
-        folder = os.path.join(args.runs_dir, name)
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-            net, path = model.load_model(session, folder)
-            predictions = {task: net.predict(images)[task].argmax(1) for task, (images, _) in validation.items()}
-        for task, (_, labels) in validation.items():
-            correct[(name, task)] = predictions[task] == labels
-        options = {k: v for k, v in configs[name].items()
-                   if k not in IGNORED_KEYS and v != configs[args.baseline].get(k)}
-        report['runs'][name] = dict(
-            checkpoint=path, options=options, train_minutes=train_minutes(tf, folder, configs[name]['epochs']),
-            accuracy={TASK_NAMES[t]: evaluate.accuracy(validation[t][1], predictions[t]) for t in TASKS},
-            gender_balanced_accuracy=evaluate.balanced_accuracy(validation[GENDER][1], predictions[GENDER],
-                                                                NUM_CLASSES[GENDER]))
+    try:
+        configs = {n: model.load_config(os.path.join(args.runs_dir, n)) for n in names}
+        data_dir = args.data_dir or configs[args.baseline]['data_dir']
+        validation = {task: data for (task, _), data in evaluate.load_validation_sets(
+            data_dir, fraction=configs[args.baseline]['validation_fraction']).items()}
+        correct = {}
+        report = dict(runs_dir=args.runs_dir, baseline=args.baseline, data_dir=data_dir, resamples=args.resamples,
+                      tta_views=args.tta_views, images={TASK_NAMES[t]: len(validation[t][1]) for t in TASKS}, runs={})
+        for name in names:
+            folder = os.path.join(args.runs_dir, name)
+            with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+                net, path = model.load_model(session, folder)
+                predictions = {task: net.predict(images, views=args.tta_views)[task].argmax(1)
+                               for task, (images, _) in validation.items()}
+            for task, (_, labels) in validation.items():
+                correct[(name, task)] = predictions[task] == labels
+            options = {k: v for k, v in configs[name].items()
+                       if k not in IGNORED_KEYS and v != configs[args.baseline].get(k)}
+            report['runs'][name] = dict(
+                checkpoint=path, options=options, train_minutes=train_minutes(tf, folder, configs[name]['epochs']),
+                accuracy={TASK_NAMES[t]: evaluate.accuracy(validation[t][1], predictions[t]) for t in TASKS},
+                gender_balanced_accuracy=evaluate.balanced_accuracy(validation[GENDER][1], predictions[GENDER],
+                                                                    NUM_CLASSES[GENDER]))
+    except (data_utils.DataError, model.CheckpointError) as err:
+        print('error: %s' % err, file=sys.stderr)
+        return 2
     for name in names[1:]:
         report['runs'][name]['difference'] = {}
         for task in TASKS:

@@ -118,6 +118,28 @@ def test_bench_recipe_compares_runs_on_validation(demo_dir, tmp_path):
         assert diff[task]['ci95'][0] <= diff[task]['points'] + 1e-9 and diff[task]['points'] <= diff[task]['ci95'][1] + 1e-9
     assert '| smoothed | label_smoothing 0.1 |' in out
 
+    # --tta-views 2: each run scored by the mean of each face and its mirror, as model.predict(views=2) scores it
+    out_file = str(tmp_path / 'ablation_flip.json')
+    _run('benchmarks/bench_recipe.py', '--runs-dir', str(runs), '--out', out_file, '--quick', '--tta-views', '2')
+    with open(out_file) as f:
+        flipped = json.load(f)
+    assert flipped['tta_views'] == 2 and report['tta_views'] == 1
+    sys.path.insert(0, ROOT)
+    import config
+    tf = config.import_tf()
+    import evaluate
+    import model
+    validation = evaluate.load_validation_sets(demo_dir, fraction=0.1)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net, _ = model.load_model(session, str(runs / 'base'))
+        right = {views: {task: int((net.predict(images, views=views)[task].argmax(1) == labels).sum())
+                         for (task, _), (images, labels) in validation.items()} for views in (1, 2)}
+    assert right[1] != right[2]  # the mirror changes some answers, so the two reports can tell the views apart
+    for views, scored in ((1, report), (2, flipped)):
+        got = {config.TASK_NAMES[t]: n for t, n in right[views].items()}
+        accuracy = scored['runs']['base']['accuracy']
+        assert {task: round(a * scored['images'][task]) for task, a in accuracy.items()} == got
+
 
 def test_bench_recipe_training_minutes_from_the_epochs_events(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
@@ -141,3 +163,21 @@ def test_bench_recipe_refuses_a_missing_baseline(tmp_path):
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == "error: %s holds no run 'base' (runs: none)" % tmp_path
+
+
+def test_bench_recipe_names_missing_validation_data_in_one_line(tmp_path):
+    (tmp_path / 'base').mkdir()
+    (tmp_path / 'base' / 'config.json').write_text(json.dumps({'data_dir': str(tmp_path / 'nodata')}))
+    result = subprocess.run([sys.executable, 'benchmarks/bench_recipe.py', '--runs-dir', str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and 'Traceback' not in result.stderr
+    missing = os.path.join(str(tmp_path / 'nodata'), 'smile_data', 'train.npy')
+    assert result.stderr.strip().splitlines()[-1].startswith('error: %s: file not found' % missing)
+
+
+def test_bench_data_names_a_missing_data_file_in_one_line(tmp_path):
+    result = subprocess.run([sys.executable, 'benchmarks/bench_data.py', '--data-dir', str(tmp_path)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 1 and 'Traceback' not in result.stderr
+    missing = os.path.join(str(tmp_path), 'smile_data', 'train.npy')
+    assert result.stderr.strip().splitlines()[-1].startswith('error: %s: file not found' % missing)
