@@ -728,6 +728,11 @@ def find_weights(path):
         if not os.path.isfile(path):
             raise CheckpointError('%s: file not found' % path)
         return path
+    if os.path.isfile(path):
+        # A checkpoint's prefix names no file of its own (TensorFlow would take any file for an old-format one).
+        prefix = re.sub(r'\.(index|meta|data-\d+-of-\d+)$', '', path)
+        raise CheckpointError('%s: not a checkpoint (%s)' % (path, 'give its prefix, %s' % prefix if prefix != path else
+                                                             'give a run folder, a checkpoint prefix or a weights .npz'))
     if not tf.train.checkpoint_exists(path):
         raise CheckpointError('%s: checkpoint not found' % path)
     return path

@@ -205,6 +205,19 @@ def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
             np.testing.assert_allclose(got[task], expected[task], atol=tolerance, rtol=0)
 
 
+def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
+    photo = tmp_path / 'face.jpg'
+    photo.write_text('not a checkpoint')
+    with pytest.raises(model.CheckpointError) as err:
+        model.find_weights(str(photo))
+    assert str(err.value) == '%s: not a checkpoint (give a run folder, a checkpoint prefix or a weights .npz)' % photo
+    index = tmp_path / 'model.ckpt-100.index'
+    index.write_bytes(b'')
+    with pytest.raises(model.CheckpointError) as err:
+        model.find_weights(str(index))
+    assert str(err.value) == '%s: not a checkpoint (give its prefix, %s)' % (index, tmp_path / 'model.ckpt-100')
+
+
 def test_restore_errors_are_one_line(net, tmp_path):
     with pytest.raises(model.CheckpointError, match='no checkpoint or weights.npz'):
         net.restore(str(tmp_path))
