@@ -2,6 +2,7 @@
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -118,36 +119,79 @@ def test_every_entry_points_help_prints(script):
 
 
 
-def test_every_value_flag_with_a_default_states_it():
-    """Each entry point's parser, caught as its main() parses: a flag that takes a value and has a default
-    says it in its help, as pytorch/examples' flags do."""
-    snippet = textwrap.dedent("""
-        import argparse, json, os, runpy, sys
-        class Parsed(Exception):
-            pass
+# Run in a subprocess before a test's own code: parser_of(script) is the ArgumentParser that script's main()
+# builds, caught as it parses (the script runs as `python script` would run it, up to that point).
+CATCH_PARSER = textwrap.dedent("""
+    import argparse, contextlib, io, json, os, runpy, sys
+
+    class Parsed(Exception):
+        pass
+
+    def parser_of(script):
+        caught = []
         def catch(parser, *args, **kwargs):
-            parsers.append(parser)
+            caught.append(parser)
             raise Parsed
-        argparse.ArgumentParser.parse_args = catch
+        parse_args, argparse.ArgumentParser.parse_args = argparse.ArgumentParser.parse_args, catch
+        sys.argv = [script]
+        sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` sees its folder
+        try:
+            runpy.run_path(script, run_name='__main__')
+        except Parsed:
+            pass
+        finally:
+            argparse.ArgumentParser.parse_args = parse_args
+        assert len(caught) == 1, script
+        return caught[0]
+""")
+
+
+def _with_parsers(code, *args):
+    """-> what code prints last, as JSON, after CATCH_PARSER; args go to its sys.argv[1:]."""
+    result = subprocess.run([sys.executable, '-c', CATCH_PARSER + textwrap.dedent(code)] + list(args), cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_every_value_flag_with_a_default_states_it():
+    """A flag that takes a value and has a default says it in its help, as pytorch/examples' flags do."""
+    silent = _with_parsers("""
         silent = []
         for script in sys.argv[1:]:
-            parsers = []
-            sys.argv = [script]
-            sys.path.insert(0, os.path.dirname(os.path.abspath(script)))  # as `python script` sees its folder
-            try:
-                runpy.run_path(script, run_name='__main__')
-            except Parsed:
-                pass
-            assert len(parsers) == 1, script
-            silent += ['%s %s' % (script, a.option_strings[-1]) for a in parsers[0]._actions
+            silent += ['%s %s' % (script, a.option_strings[-1]) for a in parser_of(script)._actions
                        if a.option_strings and a.nargs != 0 and a.default not in (None, argparse.SUPPRESS)
                        and '(default: ' not in (a.help or '')]
         print(json.dumps(silent))
-    """)
-    result = subprocess.run([sys.executable, '-c', snippet] + ENTRY_POINTS, cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == []
+    """, *ENTRY_POINTS)
+    assert silent == []
+
+
+def test_every_readme_command_parses():
+    """The README's `python script ...` commands (comments cut, its shell variables filled in) are accepted
+    by their script's parser: a renamed or removed flag cannot linger in the documentation."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        readme = f.read()
+    variables = dict(re.findall(r'^(\w+)="([^"]*)"$', readme, re.M), task='smile')
+    commands = []
+    pattern = r'(?:^|&& |; do |`)!?python ((?:benchmarks/)?\w+\.py)\b([^#`\n]*?)(?:;|\s*#|`|$)'  # blocks and inline
+    for script, args in re.findall(pattern, readme, re.M):
+        args = re.sub(r'\$(\w+)', lambda m: variables[m.group(1)], args)
+        commands.append([script] + shlex.split(args))
+    assert len(commands) >= 70 and {c[0] for c in commands} == set(ENTRY_POINTS)
+    refused = _with_parsers("""
+        refused, parsers = [], {}
+        for script, *args in json.loads(sys.argv[1]):
+            parser = parsers.setdefault(script, parser_of(script))
+            with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.redirect_stdout(io.StringIO()):
+                try:
+                    parser.parse_args(args)
+                except SystemExit as exit_:
+                    if exit_.code:  # 0: -h printed the help
+                        refused.append(' '.join([script] + args) + ': ' + err.getvalue().strip().splitlines()[-1])
+        print(json.dumps(refused))
+    """, json.dumps(commands))
+    assert refused == []
 
 
 def _train(demo_dir, ckpt_dir, **overrides):
