@@ -124,7 +124,6 @@ def test_bench_recipe_compares_runs_on_validation(demo_dir, tmp_path):
     with open(out_file) as f:
         flipped = json.load(f)
     assert flipped['tta_views'] == 2 and report['tta_views'] == 1
-    sys.path.insert(0, ROOT)
     import config
     tf = config.import_tf()
     import evaluate
