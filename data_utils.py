@@ -15,6 +15,7 @@ Public functions:
   count_split(path)                      number of records, without reading the pixels
   read_data(data_dir, data_type, mmap=False, tasks=TASKS)   the handout's loader: prints its "Load ... Done !" lines
   check_labels(labels, task, source)     DataError unless every label is in the task's range
+  check_npz(path)                        DataError unless the file starts as an .npz (a zip) does
   validation_mask(labels, fraction)      the stratified, seeded held-out part of a train split
   VALIDATION_TASKS                       the tasks whose validation part is carved from their train split
   normalize(images)                      uint8 -> float32 (p - 128) / 255, the handout's normalisation
@@ -85,6 +86,19 @@ def _open(path, mmap, allow_pickle):
         raise DataError('%s: not a readable .npy file (%s)' % (path, err))
     except (OSError, EOFError) as err:
         raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+
+
+def check_npz(path):
+    """DataError naming path unless it starts like an .npz archive (a zip): np.load takes any other
+    file for a pickle, and its error would advise allowing pickles."""
+    if not os.path.isfile(path):
+        raise DataError('%s: file not found' % path)
+    if os.path.getsize(path) == 0:
+        raise DataError('%s: empty file (0 bytes), not an .npz archive' % path)
+    if _starts_with(path, (b'\x93NUMPY',)):
+        raise DataError('%s: a single .npy array, not an .npz archive' % path)
+    if not _starts_with(path, (b'PK',)):
+        raise DataError('%s: not an .npz archive (not a zip file; an .npz is a zip of .npy arrays)' % path)
 
 
 def _starts_with(path, prefixes):

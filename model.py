@@ -341,6 +341,10 @@ class Multitask_BKNet(object):
 
     def _load_npz(self, path):
         try:
+            data_utils.check_npz(path)
+        except data_utils.DataError as err:
+            raise CheckpointError(str(err))
+        try:
             with np.load(path, allow_pickle=False) as arrays:
                 for var in self.model_variables:
                     name = var.op.name

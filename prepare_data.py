@@ -121,21 +121,11 @@ def import_npz(path, task, data_dir='data', force=False):
     The archive replaces the task's whole data set: a split it lacks is not written (and with
     force, the earlier file of that split is removed). Returns {split: count}.
     """
-    if os.path.isfile(path) and os.path.getsize(path) == 0:
-        raise DataError('%s: empty file (0 bytes), not an .npz archive' % path)
+    data_utils.check_npz(path)
     try:
-        with open(path, 'rb') as f:
-            magic = f.read(6)
-        # NumPy takes any file that is neither a zip nor an .npy for a pickle: say what it is instead
-        if not magic.startswith(b'PK') and magic != b'\x93NUMPY':
-            raise DataError('%s: not an .npz archive (not a zip file; an .npz is a zip of .npy arrays)' % path)
         archive = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DataError('%s: file not found' % path)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise DataError('%s: not a readable .npz archive (%s)' % (path, err))
-    if not isinstance(archive, np.lib.npyio.NpzFile):
-        raise DataError('%s: a single .npy array, not an .npz archive of images, labels, split, split_names' % path)
     with archive:
         missing = [k for k in ('images', 'labels', 'split', 'split_names') if k not in archive.files]
         if missing:

@@ -204,8 +204,10 @@ def _rewrite_npz(source, path, change):
     ('nan', r'holds 1 NaN or infinite value'),
     ('integer', r'holds int32 values, expected floats'),
     ('truncated', r'not a readable weights file'),
-    ('empty', r'not a readable weights file'),
+    ('empty', r'empty file \(0 bytes\), not an \.npz archive'),
     ('crc', r'not a readable weights file'),
+    ('text', r'not an \.npz archive \(not a zip file'),  # NumPy takes it for a pickle
+    ('npy', r'a single \.npy array, not an \.npz archive'),
 ])
 def test_bad_weights_npz_is_one_line_naming_the_file(weights_npz, tmp_path, fault, expected):
     path = str(tmp_path / 'weights.npz')
@@ -224,6 +226,10 @@ def test_bad_weights_npz_is_one_line_naming_the_file(weights_npz, tmp_path, faul
             data = data[:len(data) // 2]
         elif fault == 'empty':
             data = b''
+        elif fault == 'text':
+            data = b'conv1,conv2\n0.1,0.2\n'
+        elif fault == 'npy':
+            data = bytearray(b'\x93NUMPY') + data
         else:  # one byte of the compressed data changed: the zip CRC no longer matches
             data[len(data) // 3] ^= 0xFF
         with open(path, 'wb') as f:
@@ -233,6 +239,7 @@ def test_bad_weights_npz_is_one_line_naming_the_file(weights_npz, tmp_path, faul
         with pytest.raises(model.CheckpointError, match=expected) as err:
             net.restore(path)
     assert str(err.value).startswith(path) and '\n' not in str(err.value)
+    assert 'pickle' not in str(err.value)  # never advise unpickling a file
 
 
 @pytest.mark.parametrize('entry, value, expected', [
