@@ -752,7 +752,8 @@ def load_config(path):
         if os.path.basename(os.path.abspath(folder)) == BEST_DIR and os.path.isfile(parent):
             config_path = parent
         else:
-            raise CheckpointError('%s: not found (every checkpoint folder holds the config of its run)' % config_path)
+            raise CheckpointError('%s: no %s %s (the model is rebuilt from the config its run saved there)'
+                                  % (path, CONFIG_FILE, 'in this folder' if os.path.isdir(path) else 'beside it'))
     try:
         saved = read_json(config_path)
         if not isinstance(saved, dict):

@@ -256,6 +256,15 @@ def test_a_bad_config_json_is_one_line_naming_it(tmp_path, entry, value, expecte
     assert str(err.value).startswith(str(path)) and expected in str(err.value)
 
 
+def test_a_missing_config_json_names_what_was_given(tmp_path):
+    weights = tmp_path / 'weights.npz'
+    np.savez(str(weights), w=np.zeros(1))
+    for given, where in ((str(weights), 'beside it'), (str(tmp_path), 'in this folder')):
+        with pytest.raises(model.CheckpointError) as err:
+            model.load_config(given)
+        assert str(err.value).startswith(given + ': no config.json ' + where), str(err.value)
+
+
 def test_a_saved_max_steps_is_ignored(tmp_path):
     (tmp_path / model.CONFIG_FILE).write_text(json.dumps({'max_steps': 3, 'epochs': 2}))
     cfg = model.load_config(str(tmp_path))
