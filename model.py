@@ -472,6 +472,7 @@ class Multitask_BKNet(object):
             val_name, val_set = 'public_test', data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False,
                                                                      tasks=self.tasks)
         steps_per_epoch = train_set.steps_per_epoch()
+        created = not os.path.isdir(ckpt_dir)
         os.makedirs(ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
         if fresh:
             _remove_checkpoints(ckpt_dir)
@@ -548,6 +549,10 @@ class Multitask_BKNet(object):
                     self.stopped_by = stop.signal
                     print('Stopped at step %d (%s)' % (step, stop.signal))
                     break
+        except Exception:
+            if created and not os.listdir(ckpt_dir):  # nor bad --init-from weights
+                os.rmdir(ckpt_dir)
+            raise
         finally:
             stop.restore()
             if writer is not None:

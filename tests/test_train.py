@@ -308,6 +308,17 @@ def test_bad_flag_values_are_one_line(demo_dir, tmp_path, capsys, flags, expecte
     assert not (tmp_path / 'ckpt').exists()
 
 
+def test_bad_init_from_is_one_line_and_leaves_no_run_folder(demo_dir, tmp_path, capsys):
+    import train
+    text = tmp_path / 'weights.npz'
+    text.write_text('not weights\n')
+    for given, expected in ((str(tmp_path / 'absent'), 'checkpoint not found'), (str(text), 'not an .npz archive')):
+        assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt'), '--init-from', given,
+                           '--max-steps', '1', '--quiet']) == 2
+        assert capsys.readouterr().err.strip().startswith('error: %s: %s' % (given, expected))
+        assert not (tmp_path / 'ckpt').exists()
+
+
 def test_cpu_flags_reads_linux_cpuinfo(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n'
