@@ -67,7 +67,8 @@ def parse_args(argv=None):
                         'by noise' + default('random_erasing'))
     p.add_argument('--bf16', dest='bfloat16', action='store_true', default=None,
                    help="train convolutions and matmuls in bfloat16 (oneDNN's mixed precision): 2x faster on a "
-                        "CPU with AMX, slower on one without, refused without AVX-512 (default: float32)")
+                        "CPU with AMX, 1.5x faster to 0.6x as fast on AVX-512 BF16 ones without (measure: "
+                        "benchmarks/bench_train.py --bf16), refused without AVX-512 (default: float32)")
     p.add_argument('--no-bf16', dest='bfloat16', action='store_false', help='train in float32')
     p.add_argument('--tasks', nargs='+', choices=[config.TASK_NAMES[t] for t in TASKS],
                    help='the heads to train: a single-task model has one' + default('tasks', ' '.join(d['tasks'])))
