@@ -92,7 +92,7 @@ def check_npz(path):
     """DataError naming path unless it starts like an .npz archive (a zip): np.load takes any other
     file for a pickle, and its error would advise allowing pickles."""
     if not os.path.isfile(path):
-        raise DataError('%s: file not found' % path)
+        raise DataError('%s: %s' % (path, 'a folder, not an .npz archive' if os.path.isdir(path) else 'file not found'))
     if os.path.getsize(path) == 0:
         raise DataError('%s: empty file (0 bytes), not an .npz archive' % path)
     if _starts_with(path, (b'\x93NUMPY',)):

@@ -550,7 +550,7 @@ class Multitask_BKNet(object):
                     print('Stopped at step %d (%s)' % (step, stop.signal))
                     break
         except Exception:
-            if created and not os.listdir(ckpt_dir):  # nor bad --init-from weights
+            if created and not os.listdir(ckpt_dir):  # bad --init-from weights fail after the folder was made
                 os.rmdir(ckpt_dir)
             raise
         finally:
