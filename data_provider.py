@@ -5,6 +5,7 @@ Public names:
     .all_data   sequence of (img float32 48x48x1, one-hot label (7,), task index) like the handout's list
     .gen(start_batch=0)   one epoch of (batch_images, batch_labels, batch_indexes); reshuffled per call
     .reseed(seed)         restart the random stream (training seeds each epoch from (seed, epoch))
+    .soft_labels          None, or (N,7) float32 rows gen() yields in place of the one-hot labels (distillation)
   augment_batch(images, rng, pad, erase=0)   random shift, horizontal flip and rotation (and erasing), vectorised
   erase_rectangles(images, rng, share)       one random rectangle of noise in a share of the images
   one_hot(labels)                   int labels -> (N, 7) float32
@@ -113,6 +114,7 @@ class Dataset(object):
         elif data_type == 'validation':
             raise ValueError("'validation' needs a validation_fraction above 0, got %r" % validation_fraction)
         self.indexes = np.concatenate([np.full(self.task_sizes[t], t, dtype=np.float32) for t in self.tasks])
+        self.soft_labels = None
         self.all_data = _AllData(self)
 
     def _hold_out(self, fraction, keep_held_out):
@@ -165,6 +167,7 @@ class Dataset(object):
 
         The last batch may be smaller. Each call starts a new epoch in a new order; start_batch
         skips that many batches of it (a run resumed mid-epoch continues the epoch's order).
+        The labels are rows of soft_labels when it is set.
         """
         order = self.epoch_order()
         for start in range(start_batch * self.batch_size, len(order), self.batch_size):
@@ -176,7 +179,8 @@ class Dataset(object):
                 batch = augment_batch(images, self.rng, self.aug_pad, self.random_erasing)
             else:
                 batch = data_utils.normalize(images)
-            yield batch[..., None], one_hot(self.labels[idx]), self.indexes[idx]
+            labels = self.soft_labels[idx] if self.soft_labels is not None else one_hot(self.labels[idx])
+            yield batch[..., None], labels, self.indexes[idx]
 
 
 def augment_batch(images, rng, pad=10, erase=0.0, max_rotation=MAX_ROTATION_DEG):

@@ -51,6 +51,8 @@ import layers  # noqa: E402  (after the quiet TF import above)
 TRUNK = ((32, 2), (64, 2), (128, 2), (256, 3))  # (filters, convolutions) per block
 HEAD_UNITS = 256
 TTA_SHIFT = 2  # pixels a multi-view test-time average shifts the face by (tta_views)
+DISTILL_VIEWS = 2  # a distillation teacher's views of each training face: 2 passes (18 would take 9x as long)
+DISTILL_CHUNK = 8192  # training faces the teacher reads at a time (75 MB as float32)
 CONFIG_FILE = 'config.json'
 CHECKPOINT_NAME = 'model.ckpt'
 INVOCATION_KEYS = ('max_steps',)  # belong to one command, not to the run: never saved in config.json
@@ -95,7 +97,7 @@ _RANGES = dict(epochs=(1, None, False), batch_size=(1, None, False), keep_checkp
                lr_decay_rate=(0, None, True), lr_decay_epochs=(0, None, True), weight_decay=(0, None, False),
                keep_prob=(0, 1, True), validation_fraction=(0, 0.5, False), ema_decay=(0, 1, False),
                label_smoothing=(0, 1, False), gender_balance=(0, None, False),
-               random_erasing=(0, 1, False))
+               random_erasing=(0, 1, False), distill_weight=(0, 0.5, False))
 
 
 def _check_config(cfg):
@@ -120,7 +122,7 @@ def _check_config(cfg):
             want = 'a non-empty list of distinct names from %s' % ', '.join(names)
         elif key in ('data_dir', 'checkpoint_dir'):
             ok, want = isinstance(value, str) and value != '', 'a path'
-        elif key == 'init_from':
+        elif key in ('init_from', 'distill_from'):
             ok, want = value is None or (isinstance(value, str) and value != ''), 'a path or null'
         elif isinstance(default, bool):
             ok, want = isinstance(value, bool), 'true or false'
@@ -133,6 +135,9 @@ def _check_config(cfg):
                 want += ' %s %s%s' % ('>' if open_low else '>=', low, '' if high is None else ' and <= %s' % high)
         if not ok:
             raise ValueError('%s must be %s, got %r' % (key, want, value))
+    if bool(cfg['distill_from']) != bool(cfg['distill_weight']):
+        raise ValueError('distill_from and distill_weight go together (a teacher and its share above 0), got %r and %r'
+                         % (cfg['distill_from'], cfg['distill_weight']))
     weights = dict(zip((TASK_NAMES[t] for t in TASKS), cfg['task_weights']))
     if not any(weights[name] for name in cfg['tasks']):
         raise ValueError('task_weights gives the tasks trained (%s) no samples: %r'
@@ -243,6 +248,7 @@ class Multitask_BKNet(object):
 
         Each sample is weighted by its class's entry in self.class_weights (all 1 unless fed:
         train() feeds gender_balance's weights), and the emotion targets are smoothed by config label_smoothing.
+        Labels may be soft (a distillation's mix, see train()): the class, for weights and accuracy, is their argmax.
         The heads' losses add up (task_weighting 'fixed'), or, with 'uncertainty', each is weighted by a
         learned exp(-s) and s / 2 added: s is the log-variance of Kendall, Gal & Cipolla (CVPR 2018),
         their (1 / sigma^2) L + log sigma for a classification loss. self.task_weight holds the weights.
@@ -251,17 +257,17 @@ class Multitask_BKNet(object):
         for task in self.tasks:
             mask = tf.cast(tf.equal(self.input_indexes, float(task)), tf.float32)
             count = tf.reduce_sum(mask)
-            labels = self.input_labels[:, :NUM_CLASSES[task]]
-            targets = labels
+            targets = self.input_labels[:, :NUM_CLASSES[task]]
+            labels = tf.argmax(targets, 1)
             if task == EMOTION and self.config['label_smoothing']:
                 eps = self.config['label_smoothing']
-                targets = labels * (1.0 - eps) + eps / NUM_CLASSES[task]
+                targets = targets * (1.0 - eps) + eps / NUM_CLASSES[task]
             self.class_weights[task] = tf.placeholder_with_default(
                 np.ones(NUM_CLASSES[task], np.float32), [NUM_CLASSES[task]], 'class_weights_' + TASK_NAMES[task])
-            mask_weights = mask * tf.reduce_sum(labels * self.class_weights[task], axis=1)
+            mask_weights = mask * tf.gather(self.class_weights[task], labels)
             xent = tf.nn.softmax_cross_entropy_with_logits_v2(labels=targets, logits=self.logits[task])
             self.task_loss[task] = tf.reduce_sum(xent * mask_weights) / tf.maximum(tf.reduce_sum(mask_weights), 1e-6)
-            hits = tf.cast(tf.equal(tf.argmax(self.logits[task], 1), tf.argmax(labels, 1)), tf.float32)
+            hits = tf.cast(tf.equal(tf.argmax(self.logits[task], 1), labels), tf.float32)
             self.task_correct[task] = tf.reduce_sum(hits * mask)
             self.task_count[task] = count
         self.weight_decay_loss = self.config['weight_decay'] * tf.add_n(
@@ -452,6 +458,7 @@ class Multitask_BKNet(object):
         Prints per-task train loss and accuracy each epoch, evaluates on the validation data,
         keeps the last few checkpoints plus the best by mean validation accuracy, and saves a
         checkpoint before leaving on Ctrl-C / SIGTERM (then self.stopped_by names the signal).
+        With config distill_from, the targets mix each face's label with a teacher's predictions.
         Returns the last evaluation.
         """
         import data_provider  # here, so building the graph does not need the data
@@ -471,6 +478,8 @@ class Multitask_BKNet(object):
         else:  # the handout's way: judge epochs on the public test split
             val_name, val_set = 'public_test', data_provider.Dataset('public_test', 256, cfg['data_dir'], verbose=False,
                                                                      tasks=self.tasks)
+        if cfg['distill_from']:  # before any folder is made: a bad teacher writes nothing
+            train_set.soft_labels = self._distilled_labels(train_set)
         steps_per_epoch = train_set.steps_per_epoch()
         created = not os.path.isdir(ckpt_dir)
         os.makedirs(ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
@@ -558,6 +567,29 @@ class Multitask_BKNet(object):
             if writer is not None:
                 writer.close()
         return result
+
+    def _distilled_labels(self, train_set):
+        """Each training face's target: (1 - distill_weight) one-hot + distill_weight x the distill_from
+        model's probabilities for its task, averaged over the face and its mirror image (DISTILL_VIEWS),
+        without the teacher's gender_logit_bias (a decision rule, not a belief about the face)."""
+        import data_provider
+        path, weight = self.config['distill_from'], self.config['distill_weight']
+        taught = np.zeros((len(train_set.labels), LABEL_WIDTH), np.float32)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+            teacher, _ = load_model(session, path, gender_logit_bias=0.0)
+            missing = [TASK_NAMES[t] for t in self.tasks if t not in teacher.tasks]
+            if missing:
+                raise CheckpointError('%s: the teacher has no %s head' % (path, ' or '.join(missing)))
+            for start in range(0, len(taught), DISTILL_CHUNK):
+                probabilities = teacher.predict(train_set.images[start:start + DISTILL_CHUNK], views=DISTILL_VIEWS)
+                tasks = train_set.indexes[start:start + DISTILL_CHUNK]
+                for task in self.tasks:
+                    rows = np.flatnonzero(tasks == task)
+                    taught[start + rows, :NUM_CLASSES[task]] = probabilities[task][rows]
+        if self.verbose:
+            print("Distilling from %s (weight %g): its label is the training set's for %.1f%% of the faces"
+                  % (path, weight, 100 * np.mean(np.argmax(taught, 1) == train_set.labels)))
+        return (1.0 - weight) * data_provider.one_hot(train_set.labels) + weight * taught
 
     def evaluate_inference_weights(self, dataset):
         """evaluate() with the weights inference uses: the moving average when the run keeps one."""

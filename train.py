@@ -81,6 +81,12 @@ def parse_args(argv=None):
                    help='start a new run from these weights (a checkpoint folder or prefix, a weights.npz or the folder '
                         'holding one, such as pretrained/); ignored when --checkpoint-dir already holds a checkpoint '
                         'to resume (default: random initialisation)')
+    p.add_argument('--distill-from', metavar='PATH',
+                   help="a teacher model (paths as --init-from): each training face's target mixes its label with "
+                        "the teacher's predictions, by --distill-weight (default: none)")
+    p.add_argument('--distill-weight', type=float, metavar='W',
+                   help="the teacher's share of each target, (1 - W) one-hot + W teacher, at most 0.5"
+                        + default('distill_weight'))
     p.add_argument('--seed', type=int, help="seed of each epoch's batch order and augmentation (the validation "
                                             "split has its own, fixed)" + default('seed'))
     p.add_argument('--validation-fraction', type=float,

@@ -163,6 +163,20 @@ def test_gen_covers_every_sample_once_and_reshuffles_each_epoch(demo_dir):
     assert len({k[2] for k in first}) == 3  # batches mix the three tasks
 
 
+def test_soft_labels_travel_with_their_faces(demo_dir):
+    ds = data_provider.Dataset('train', batch_size=256, data_dir=demo_dir, task_weights=(2, 1, 0.5), seed=3,
+                               verbose=False)
+    ds.soft_labels = np.zeros((len(ds.labels), 7), np.float32)
+    ds.soft_labels[:, 0] = np.arange(len(ds.labels))  # each row names its sample
+    seen = 0
+    for images, labels, indexes in ds.gen():
+        rows = labels[:, 0].astype(int)
+        np.testing.assert_array_equal(images[..., 0], data_utils.normalize(ds.images[rows]))
+        np.testing.assert_array_equal(indexes, ds.indexes[rows])
+        seen += len(rows)
+    assert seen == ds.epoch_size()
+
+
 def test_test_sets_come_in_file_order_unshuffled(demo_dir):
     ds = data_provider.Dataset('private_test', batch_size=100, data_dir=demo_dir, verbose=False)
     assert epoch_keys(ds) == file_keys(demo_dir, 'private_test')

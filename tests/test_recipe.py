@@ -78,6 +78,68 @@ def test_the_gender_logit_bias_moves_the_predicted_probabilities_not_the_loss():
     assert loss == pytest.approx(runs[0.0][2], rel=1e-6)  # training's loss reads the raw logits
 
 
+def test_soft_targets_train_the_loss_and_their_argmax_counts_as_the_class():
+    rng = np.random.RandomState(5)
+    images, labels, indexes = mixed_batch(rng)
+    teacher = np.zeros_like(labels)
+    for i, task in enumerate(indexes.astype(int)):
+        teacher[i, :NUM_CLASSES[task]] = rng.dirichlet(np.ones(NUM_CLASSES[task]))
+    soft = 0.5 * labels + 0.5 * teacher  # the largest distill_weight: the label stays the largest target
+    eps, gender_weights = 0.1, np.array([2.5, 0.4], np.float32)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, verbose=False, label_smoothing=eps)
+        session.run(tf.global_variables_initializer())
+        logits, losses, correct = session.run([net.logits, net.task_loss, net.task_correct], {
+            net.input_images: images, net.input_labels: soft, net.input_indexes: indexes,
+            net.class_weights[GENDER]: gender_weights})
+    for task in TASKS:
+        rows = indexes == task
+        k = NUM_CLASSES[task]
+        targets = soft[rows, :k] * (1 - eps) + eps / k if task == EMOTION else soft[rows, :k]
+        weights = gender_weights[labels[rows, :k].argmax(1)] if task == GENDER else np.ones(int(rows.sum()))
+        xent = -(targets * log_softmax(logits[task][rows].astype(np.float64))).sum(1)
+        np.testing.assert_allclose(losses[task], (weights * xent).sum() / weights.sum(), rtol=1e-5)
+        assert correct[task] == (logits[task][rows].argmax(1) == labels[rows, :k].argmax(1)).sum()
+
+
+@pytest.mark.parametrize('overrides, message', [
+    (dict(distill_from='pretrained'), 'distill_from and distill_weight go together'),
+    (dict(distill_weight=0.3), 'distill_from and distill_weight go together'),
+    (dict(distill_from='pretrained', distill_weight=0.6), 'distill_weight must be a number >= 0 and <= 0.5'),
+])
+def test_distillation_needs_a_teacher_and_a_share_of_at_most_half(overrides, message):
+    with pytest.raises(ValueError, match=message):
+        model.resolve_config(**overrides)
+
+
+def test_distilled_targets_mix_the_labels_with_the_teachers_flip_average(demo_dir):
+    if not os.path.isfile(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)):
+        pytest.skip('this checkout ships no pretrained/weights.npz')
+    train_set = data_provider.Dataset('train', data_dir=demo_dir, verbose=False)
+    keep = np.arange(0, len(train_set.labels), 40)  # every task, a few seconds of teacher
+    train_set.images, train_set.labels, train_set.indexes = (train_set.images[keep], train_set.labels[keep],
+                                                             train_set.indexes[keep])
+    weight = 0.3
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        student = model.Multitask_BKNet(session, verbose=False, training=False, distill_from=model.PRETRAINED_DIR,
+                                        distill_weight=weight)
+        targets = student._distilled_labels(train_set)
+    # The reference: the shipped network's raw logits (no gender_logit_bias) on the face and its mirror image.
+    faces = data_utils.normalize(train_set.images)[..., None]
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        teacher, _ = model.load_model(session, model.PRETRAINED_DIR)
+        assert teacher.config['gender_logit_bias'] != 0  # the shipped model has one: the targets must leave it out
+        logits = [session.run(teacher.logits, {teacher.input_images: view}) for view in (faces, faces[:, :, ::-1])]
+    expected = data_provider.one_hot(train_set.labels) * (1 - weight)
+    for task in TASKS:
+        rows = train_set.indexes == task
+        assert rows.any()
+        mean = sum(np.exp(log_softmax(view[task][rows].astype(np.float64))) for view in logits) / 2
+        expected[rows, :NUM_CLASSES[task]] += weight * mean
+    np.testing.assert_allclose(targets, expected, atol=1e-5)
+    np.testing.assert_array_equal(targets.argmax(1), train_set.labels)
+
+
 @pytest.fixture(scope='module')
 def ema_run(demo_dir, tmp_path_factory):
     """Three steps with a weights average of decay 0.9, and each step's weights and shadows recorded."""

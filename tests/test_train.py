@@ -319,6 +319,18 @@ def test_bad_init_from_is_one_line_and_leaves_no_run_folder(demo_dir, tmp_path, 
         assert not (tmp_path / 'ckpt').exists()
 
 
+def test_a_bad_teacher_is_one_line_and_leaves_no_run_folder(demo_dir, tmp_path, capsys):
+    import train
+    emotion_only = str(tmp_path / 'emotion_only')
+    _train(demo_dir, emotion_only, tasks=['emotion'], max_steps=1)
+    for given, expected in ((str(tmp_path / 'absent'), 'checkpoint not found'),
+                            (emotion_only, 'the teacher has no smile or gender head')):
+        assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt'), '--distill-from', given,
+                           '--distill-weight', '0.3', '--max-steps', '1', '--quiet']) == 2
+        assert capsys.readouterr().err.strip().startswith('error: %s: %s' % (given, expected))
+        assert not (tmp_path / 'ckpt').exists()
+
+
 def test_cpu_flags_reads_linux_cpuinfo(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n'
