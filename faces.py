@@ -6,7 +6,7 @@ finds more faces than OpenCV's Haar cascade, turned and small ones too, and fewe
 not faces. The crop must stay what the network was trained on: Haar's square box plus FACE_MARGIN
 on each side. So each face YuNet finds takes the very box Haar's whole-picture search draws for it
 (snap_to_haar, which replays that search only around the face, SNAP_THREADS of its scales at a
-time: 8.6 ms a face in bench_detect.py, 12.0 on one thread, YuNet's own search 12.6), and where
+time: 7.4 ms a face in bench_detect.py, 9.9 on one thread, YuNet's own search 10.9), and where
 Haar finds none (a turned or small face) YuNet's own box mapped onto Haar's framing (HAAR_FRAMING,
 a scale and offset fitted on real faces both find). Haar stays available (detector='haar');
 prepare_data crops training faces with it.
