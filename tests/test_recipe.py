@@ -1,5 +1,5 @@
-"""The recipe's options against NumPy: emotion label smoothing, gender class weights, the weights' moving average;
-bfloat16 training against float32."""
+"""The recipe's options against NumPy: emotion label smoothing, gender class weights, soft (distilled) targets,
+the weights' moving average; bfloat16 training against float32."""
 import os
 import shutil
 
