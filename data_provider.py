@@ -9,17 +9,20 @@ Public names:
   augment_batch(images, rng, pad, erase=0)   random shift, horizontal flip and rotation (and erasing), vectorised
   erase_rectangles(images, rng, share)       one random rectangle of noise in a share of the images
   one_hot(labels)                   int labels -> (N, 7) float32
+  tta_views(views)                  the test-time views (mirrored, dy, dx) of 1, 2 or 18 views
+  shift_faces(images, dy, dx), shift_index(size, shift)   a view's shift, and its gather indices (export's graph)
 """
 import numpy as np
 
-from config import IMAGE_SIZE, LABEL_WIDTH, TASKS
 import data_utils
+from config import DEFAULTS, IMAGE_SIZE, LABEL_WIDTH, TASKS
 
 MAX_ROTATION_DEG = 10.0
 # Random erasing (Zhong et al., AAAI 2020): the rectangle's share of the face and its aspect ratio.
 ERASE_AREA = (0.02, 0.25)
 ERASE_ASPECT = (0.3, 3.3)
-VALIDATION_FRACTION = 0.1
+VALIDATION_FRACTION = DEFAULTS['validation_fraction']
+TTA_SHIFT = 2  # pixels a multi-view test-time average shifts the face by (tta_views)
 
 
 def one_hot(labels):
@@ -250,3 +253,30 @@ def _bilinear(images, y, x):
     top = v00 + (v01 - v00) * wx
     bottom = v10 + (v11 - v10) * wx
     return (top + (bottom - top) * wy).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------- test-time views
+
+def tta_views(views):
+    """The test-time views as (mirrored, dy, dx): 1 is the face alone, 2 adds its mirror image, 18
+    shifts both by -TTA_SHIFT, 0 and +TTA_SHIFT pixels in y and x (what random crops train for)."""
+    if views == 1:
+        return [(False, 0, 0)]
+    if views == 2:
+        return [(False, 0, 0), (True, 0, 0)]
+    if views == 18:
+        shifts = (-TTA_SHIFT, 0, TTA_SHIFT)
+        return [(flip, dy, dx) for flip in (False, True) for dy in shifts for dx in shifts]
+    raise ValueError('views must be 1, 2 or 18, got %r' % (views,))
+
+
+def shift_index(size, shift):
+    """The source index of each of `size` positions moved by `shift`, the border repeated."""
+    return np.clip(np.arange(size) - shift, 0, size - 1)
+
+
+def shift_faces(images, dy, dx):
+    """Faces (N, H, W) moved dy pixels down and dx right, the border rows and columns repeated."""
+    if not dy and not dx:
+        return images
+    return images[:, shift_index(images.shape[1], dy)][:, :, shift_index(images.shape[2], dx)]

@@ -23,10 +23,10 @@ Public functions:
   DataError                              bad or missing input; its message is one line for the user
 """
 import os
-import tempfile
 
 import numpy as np
 
+import files
 from config import EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
 
 RECORD_DTYPE = np.dtype([('image', 'u1', (IMAGE_SIZE, IMAGE_SIZE)), ('label', '<i8')])
@@ -47,7 +47,6 @@ DATA_TYPES = {
     'validation': {SMILE: 'train', EMOTION: 'public_test', GENDER: 'train'},
 }
 VALIDATION_TASKS = (SMILE, GENDER)
-TEMP_PREFIX = '.tmp-'  # save_split writes a hidden temp file, then renames it into place
 VALIDATION_SEED = 2017  # fixed, not the training seed: every run holds out the same faces
 PREPARE_HINT = {
     SMILE: 'python prepare_data.py --task smile --npz ... (or --genki DIR), or --demo',
@@ -82,10 +81,10 @@ def _open(path, mmap, allow_pickle):
             raise DataError(
                 '%s holds pickled Python objects (the course\'s old format); refusing to unpickle it because '
                 'pickle can run code. If you trust it, convert its folder once with: python prepare_data.py --course '
-                'FOLDER --allow-pickle (in Python: allow_pickle=True)' % path)
-        raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+                'FOLDER --allow-pickle (in Python: allow_pickle=True)' % path) from None
+        raise DataError('%s: not a readable .npy file (%s)' % (path, err)) from None
     except (OSError, EOFError) as err:
-        raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+        raise DataError('%s: not a readable .npy file (%s)' % (path, err)) from None
 
 
 def check_npz(path):
@@ -106,7 +105,7 @@ def _starts_with(path, prefixes):
         with open(path, 'rb') as f:
             return f.read(max(map(len, prefixes))).startswith(prefixes)
     except OSError as err:
-        raise DataError('%s: cannot be read (%s)' % (path, err.strerror))
+        raise DataError('%s: cannot be read (%s)' % (path, err.strerror)) from None
 
 
 def load_split(path, mmap=False, allow_pickle=False, out=None):
@@ -162,7 +161,7 @@ def _from_pairs(path, arr):
         labels = np.array([int(np.argmax(pair[1])) if np.size(pair[1]) > 1 else int(np.ravel(pair[1])[0])
                            for pair in arr])
     except (TypeError, ValueError, IndexError) as err:
-        raise DataError('%s: expected (48x48 image, label) pairs (%s)' % (path, err))
+        raise DataError('%s: expected (48x48 image, label) pairs (%s)' % (path, err)) from None
     return to_pixels(images), labels.astype(np.int64)
 
 
@@ -213,23 +212,9 @@ def save_split(path, images, labels, task, force=False):
     records = np.empty(len(images), dtype=RECORD_DTYPE)
     records['image'] = images
     records['label'] = labels
-    folder = os.path.dirname(path) or '.'
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=TEMP_PREFIX, suffix='.npy')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.save(f, records, allow_pickle=False)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes the file private (0600); give it the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-
-
-def _umask():
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
+    with files.atomic_write(path) as f:
+        np.save(f, records, allow_pickle=False)
 
 
 def normalize(images):

@@ -16,14 +16,10 @@ shipped model's folder (pretrained/) is never written to: without --out it gets 
 The files are drawn in a hidden folder and moved into place when all are done; Ctrl-C stops with
 one line and exit code 130.
 
-Balanced accuracy is the mean per-class accuracy (recall): a gender model that always says
-"male" scores 0.75 accuracy on a 75% male test set but 0.5 balanced accuracy.
+Accuracy, balanced accuracy (the mean per-class accuracy) and the confusion matrices are
+metrics.py's.
 
 Public functions:
-  confusion_matrix(labels, predictions, num_classes)    (C, C) counts, rows true, columns predicted
-  accuracy(labels, predictions)
-  per_class_accuracy(labels, predictions, num_classes)  (C,) recalls, NaN for a class without samples
-  balanced_accuracy(labels, predictions, num_classes)   mean of the per-class accuracies present
   load_test_sets(data_dir, limit=None, tasks=TASKS)   {(task, split): (images, labels)} for EVAL_SPLITS
   load_validation_sets(data_dir, limit=None, tasks=TASKS)   the same for VALIDATION_SPLITS (Dataset('validation'))
   check_tasks(net, tasks=None, source)  the tasks to evaluate; CheckpointError for a head the model lacks
@@ -40,60 +36,35 @@ Public functions:
 import argparse
 import glob
 import os
-import shutil
 import sys
-import tempfile
 import time
 
-import config  # noqa: E402  (light: no TensorFlow)
+import cli
 
-if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
-    config.exit_on_interrupt()
+if __name__ == '__main__':  # oneDNN on: at batch 256 it is ~15% faster here; an importer keeps its own choice
+    cli.start(onednn=True)
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
+import checkpoints
+import config
+import data_provider
+import data_utils
+import files
+import metrics
+import model
+import tf_setup
+from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
+from tf_setup import tf
 
-if __name__ == '__main__':  # oneDNN on for this command: at batch 256 it is ~15% faster here; an importer keeps its choice
-    config.import_tf(onednn=True)
-tf = config.import_tf()
-
-import data_provider  # noqa: E402
-import data_utils  # noqa: E402
-import model  # noqa: E402
-
-# Chosen on validation (FER-2013 PublicTest): see the README's ablation table.
+# Chosen on validation (FER-2013 PublicTest): see docs/results.md's ablation table.
 TTA_VIEWS = 18
 VALIDATION_SPLITS = ((SMILE, 'validation'), (EMOTION, 'public_test'), (GENDER, 'validation'))
 EVAL_SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_test'), (GENDER, 'test'))
 REPORT_FILE = 'evaluation.json'
 PLOT_FILE = '%s_confusion.png'
 CURVES_FILE = 'training_curves.png'
-TEMP_PREFIX = '.tmp-evaluate-'  # the hidden folder in --out the outputs are drawn in
-
-
-# ----------------------------------------------------------------------------- metrics
-
-def confusion_matrix(labels, predictions, num_classes):
-    labels, predictions = np.asarray(labels, np.int64), np.asarray(predictions, np.int64)
-    return np.bincount(labels * num_classes + predictions, minlength=num_classes ** 2).reshape(num_classes, num_classes)
-
-
-def accuracy(labels, predictions):
-    labels, predictions = np.asarray(labels), np.asarray(predictions)
-    return float(np.mean(labels == predictions)) if len(labels) else float('nan')
-
-
-def per_class_accuracy(labels, predictions, num_classes):
-    cm = confusion_matrix(labels, predictions, num_classes)
-    support = cm.sum(axis=1)
-    return np.where(support > 0, np.diag(cm) / np.maximum(support, 1), np.nan)
-
-
-def balanced_accuracy(labels, predictions, num_classes):
-    recalls = per_class_accuracy(labels, predictions, num_classes)
-    present = recalls[~np.isnan(recalls)]
-    return float(present.mean()) if present.size else float('nan')
+TEMP_PREFIX = files.TEMP_PREFIX + 'evaluate-'  # the hidden folder in --out the outputs are drawn in
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -133,11 +104,11 @@ def _metrics(task, labels, probabilities):
     """The numbers of one split; None stands for undefined (a class, or a split, without samples)."""
     predictions = probabilities.argmax(axis=1)
     n = NUM_CLASSES[task]
-    recalls = per_class_accuracy(labels, predictions, n)
-    return dict(accuracy=_number(accuracy(labels, predictions)),
-                balanced_accuracy=_number(balanced_accuracy(labels, predictions, n)),
+    recalls = metrics.per_class_accuracy(labels, predictions, n)
+    return dict(accuracy=_number(metrics.accuracy(labels, predictions)),
+                balanced_accuracy=_number(metrics.balanced_accuracy(labels, predictions, n)),
                 per_class_accuracy={name: _number(r) for name, r in zip(CLASS_NAMES[task], recalls)},
-                confusion_matrix=confusion_matrix(labels, predictions, n).tolist())
+                confusion_matrix=metrics.confusion_matrix(labels, predictions, n).tolist())
 
 
 def _number(value):
@@ -147,7 +118,7 @@ def _number(value):
 def evaluate(net, data_dir, tta=False, batch_size=256, limit=None, tta_views=TTA_VIEWS, validation=False, tasks=None):
     """Evaluate net on EVAL_SPLITS (or VALIDATION_SPLITS); returns the report written to evaluation.json.
 
-    tta: also score the mean probabilities of tta_views test-time views (model.tta_views).
+    tta: also score the mean probabilities of tta_views test-time views (data_provider.tta_views).
     tasks: the task indexes to evaluate, all of the net's heads by default; CheckpointError names one it has not.
     """
     tasks = check_tasks(net, tasks)
@@ -176,7 +147,7 @@ def check_tasks(net, tasks=None, source='the model'):
         return net.tasks
     missing = [TASK_NAMES[t] for t in tasks if t not in net.tasks]
     if missing:
-        raise model.CheckpointError('%s has no %s head: it was trained for %s only'
+        raise checkpoints.CheckpointError('%s has no %s head: it was trained for %s only'
                                     % (source, ' or '.join(missing), ', '.join(TASK_NAMES[t] for t in net.tasks)))
     return tuple(t for t in TASKS if t in tasks)
 
@@ -242,8 +213,8 @@ def read_run_curves(ckpt_dir):
         if not curves:  # not a training folder (e.g. pretrained/), or the earlier run is not on this machine
             break
         runs.append(curves)
-        config_path = os.path.join(ckpt_dir, model.CONFIG_FILE)
-        source = model.read_json(config_path).get('init_from') if os.path.isfile(config_path) else None
+        config_path = os.path.join(ckpt_dir, checkpoints.CONFIG_FILE)
+        source = files.read_json(config_path).get('init_from') if os.path.isfile(config_path) else None
         ckpt_dir = source if not source or os.path.isdir(source) else os.path.dirname(source)
     merged, offset = {}, 0
     for curves in reversed(runs):
@@ -284,10 +255,8 @@ def write_outputs(report, out_dir, curves=None):
     """evaluation.json, one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)
     and, given curves, the training curves; -> the paths written. They are drawn in a hidden folder
     in out_dir and moved into place when all are done: an error or Ctrl-C leaves no partial file."""
-    os.makedirs(out_dir, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=out_dir, prefix=TEMP_PREFIX)
-    try:
-        model.write_json(os.path.join(tmp, REPORT_FILE), report)
+    with files.staging_folder(out_dir, TEMP_PREFIX) as tmp:
+        files.write_json(os.path.join(tmp, REPORT_FILE), report)
         names = [REPORT_FILE]
         mode = 'tta' if report['tta'] else 'plain'
         for task in TASKS:
@@ -304,17 +273,7 @@ def write_outputs(report, out_dir, curves=None):
             plot_curves(curves, os.path.join(tmp, CURVES_FILE))
         for name in names:
             os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return [os.path.join(out_dir, name) for name in names]
-
-
-def _remove_leftovers(out_dir):
-    """Remove the folders that runs killed while writing left in out_dir; -> their paths."""
-    leftovers = sorted(glob.glob(os.path.join(glob.escape(out_dir), TEMP_PREFIX + '*')))
-    for path in leftovers:
-        shutil.rmtree(path, ignore_errors=True)
-    return leftovers
 
 
 # ----------------------------------------------------------------------------- command line
@@ -327,15 +286,15 @@ def _positive_int(text):
 
 
 def parse_args(argv=None):
-    p = config.docstring_parser(__doc__, 2)
-    model.add_checkpoint_argument(p)
+    p = cli.docstring_parser(__doc__, 2)
+    cli.add_checkpoint_argument(p)
     p.add_argument('--data-dir', help="data folder (default: the data_dir of the checkpoint's config.json)")
     p.add_argument('--out', help="folder for %s and the PNGs (default: the checkpoint's folder; none for the "
                    "shipped model in pretrained/, which is never written to: only the table is printed)" % REPORT_FILE)
     p.add_argument('--tta', action='store_true', help='also report a test-time average (see --tta-views)')
     p.add_argument('--tta-views', type=int, choices=(2, 18), default=TTA_VIEWS,
                    help='views averaged by --tta: 2 = the face and its mirror, 18 = both shifted by -%d, 0, +%d px '
-                        'in x and y (default: %d)' % (model.TTA_SHIFT, model.TTA_SHIFT, TTA_VIEWS))
+                        'in x and y (default: %d)' % (data_provider.TTA_SHIFT, data_provider.TTA_SHIFT, TTA_VIEWS))
     p.add_argument('--batch-size', type=_positive_int, default=256, help='faces per session call (default: %(default)s)')
     p.add_argument('--limit', type=_positive_int, help='evaluate only the first N faces of each split (default: all)')
     p.add_argument('--tasks', nargs='+', choices=[TASK_NAMES[t] for t in TASKS],
@@ -348,16 +307,14 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
-    checkpoint = args.checkpoint
     try:
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
-            net, path = model.load_model(session, checkpoint)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
+            net, path = model.load_model(session, args.checkpoint)
             tasks = check_tasks(net, config.task_indexes(args.tasks) if args.tasks else None, path)
             report = evaluate(net, args.data_dir or net.config['data_dir'], args.tta, args.batch_size, args.limit,
                               args.tta_views, args.validation, tasks)
-    except (data_utils.DataError, model.CheckpointError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
+    except (data_utils.DataError, checkpoints.CheckpointError) as err:
+        return cli.error(err)
     report['checkpoint'] = path
     images = sum(r['images'] for r in report['results'])
     passes = images * (1 + args.tta_views if args.tta else 1)  # each test-time view is one more forward pass
@@ -366,19 +323,18 @@ def main(argv=None):
              report['seconds'], passes / max(report['seconds'], 1e-9)))
     print(format_table(report))
     out_dir = args.out or os.path.dirname(path) or '.'
-    if not args.out and os.path.realpath(out_dir) == os.path.realpath(model.PRETRAINED_DIR):
+    if not args.out and os.path.realpath(out_dir) == os.path.realpath(checkpoints.PRETRAINED_DIR):
         print('report not written: %s holds the shipped model; pass --out DIR to save it' % out_dir)
         return 0
     try:
-        leftovers = _remove_leftovers(out_dir)
+        leftovers = [os.path.join(out_dir, name) for name in files.remove_leftovers(out_dir, TEMP_PREFIX)]
         if leftovers:
             print('removed %d folder(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(leftovers)))
         # a training folder (not a weights file) also gets its training curves
         written = write_outputs(report, out_dir, read_run_curves(os.path.dirname(path)))
     except OSError as err:
-        print('error: %s: cannot write the report (%s); choose another folder with --out'
-              % (err.filename or out_dir, err.strerror or err), file=sys.stderr)
-        return 2
+        return cli.error('%s: cannot write the report (%s); choose another folder with --out'
+                         % (err.filename or out_dir, err.strerror or err))
     print('wrote %s' % ', '.join(written))
     return 0
 

@@ -12,7 +12,7 @@ faces.preprocess_face makes them) and returns smile [N, 2], emotion [N, 7] and g
 probabilities (a model trained with --tasks: those of its heads), classes in config.CLASS_NAMES
 order (also in assets.extra/class_names.json). With
 --tta-views 2 or 18 they are the mean over that many test-time views of each face (its mirror image,
-and shifts of -2, 0, +2 px: model.tta_views), computed inside the graph at that many times the cost:
+and shifts of -2, 0, +2 px: data_provider.tta_views), computed inside the graph at that many times the cost:
 
   import tensorflow as tf
   serve = tf.saved_model.load('exported/bknet').signatures['serving_default']
@@ -36,27 +36,26 @@ Public names:
                     averaged with those of average_with's models)
 """
 import contextlib
-import glob
 import json
 import os
-import shutil
 import sys
-import tempfile
 
-import config  # noqa: E402  (light: no TensorFlow)
+import cli
 
 if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
-    config.exit_on_interrupt()
+    cli.start()
 
-from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES  # noqa: E402
-
-tf = config.import_tf()
-
-import model  # noqa: E402
+import checkpoints
+import config
+import data_provider
+import files
+import model
+from config import CLASS_NAMES, IMAGE_SIZE, TASK_NAMES
+from tf_setup import tf
 
 SIGNATURE = 'serving_default'
 INPUT = 'faces'
-TEMP_PREFIX = '.tmp-export-'  # the folder an export is built in, beside --out
+TEMP_PREFIX = files.TEMP_PREFIX + 'export-'  # the folder an export is built in, beside --out
 
 
 class ExportError(Exception):
@@ -65,10 +64,10 @@ class ExportError(Exception):
 
 class ServingNet(model.Multitask_BKNet):
     """The network fed by a uint8 `faces` placeholder; with views > 1 its `averaged` outputs are the mean
-    over model.tta_views(views) of each face, all views in one batch."""
+    over data_provider.tta_views(views) of each face, all views in one batch."""
 
     def __init__(self, session, config=None, views=1, **kwargs):
-        self.views = model.tta_views(views)
+        self.views = data_provider.tta_views(views)
         super().__init__(session, config, **kwargs)
         n = tf.shape(self.faces)[0]
         self.averaged = {t: tf.reduce_mean(tf.reshape(p, [len(self.views), n, p.shape[-1]]), axis=0)
@@ -80,18 +79,18 @@ class ServingNet(model.Multitask_BKNet):
         # data_utils.normalize in graph ops; the float placeholder stays in the graph, unused
         faces = (tf.cast(self.faces, tf.float32) - 128.0) / 255.0
         views = []
-        for mirrored, dy, dx in self.views:  # model.shift_faces as gathers: the border pixels repeated
+        for mirrored, dy, dx in self.views:  # data_provider.shift_faces as gathers: the border pixels repeated
             view = faces[:, :, ::-1] if mirrored else faces
             if dy or dx:
-                view = tf.gather(tf.gather(view, model.shift_index(IMAGE_SIZE, dy), axis=1),
-                                 model.shift_index(IMAGE_SIZE, dx), axis=2)
+                view = tf.gather(tf.gather(view, data_provider.shift_index(IMAGE_SIZE, dy), axis=1),
+                                 data_provider.shift_index(IMAGE_SIZE, dx), axis=2)
             views.append(view)
         self.input_images = tf.concat(views, axis=0)[..., None]
 
 
 def export(checkpoint, out, force=False, views=1):
     """Write the SavedModel of checkpoint to the folder out; returns the checkpoint file read.
-    views > 1: its outputs average that many test-time views of each face (model.tta_views)."""
+    views > 1: its outputs average that many test-time views of each face (data_provider.tta_views)."""
     if os.path.exists(out) and not force:
         raise ExportError('%s already exists; pass --force to replace it' % out)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
@@ -124,7 +123,7 @@ def export_weights(checkpoint, out, force=False, average_with=()):
     average_with: more models of the same architecture whose weights are averaged with
     checkpoint's, each counting once (a uniform "model soup", Wortsman et al., ICML 2022); the
     config is checkpoint's."""
-    names = (model.WEIGHTS_FILE, model.CONFIG_FILE)
+    names = (checkpoints.WEIGHTS_FILE, checkpoints.CONFIG_FILE)
     existing = [os.path.join(out, n) for n in names if os.path.exists(os.path.join(out, n))]
     if existing and not force:
         raise ExportError('%s already exists; pass --force to replace it' % existing[0])
@@ -142,10 +141,9 @@ def export_weights(checkpoint, out, force=False, average_with=()):
                 weights[name] = weights[name] + other_weights[name]
         weights = {name: value / (1 + len(average_with)) for name, value in weights.items()}
         with _build_folder(out) as tmp:
-            net.save_weights(os.path.join(tmp, model.WEIGHTS_FILE), weights=weights)
+            checkpoints.save_weights(os.path.join(tmp, checkpoints.WEIGHTS_FILE), weights)
             # Users keep their own data in data/, whatever folder the model was trained from.
-            saved = dict(model.saved_config(net.config), data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out)
-            model.write_json(os.path.join(tmp, model.CONFIG_FILE), saved)
+            checkpoints.write_config(tmp, dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
             os.makedirs(out, exist_ok=True)
             for name in names:
                 os.replace(os.path.join(tmp, name), os.path.join(out, name))
@@ -156,44 +154,36 @@ def export_weights(checkpoint, out, force=False, average_with=()):
 def _build_folder(out):
     """A temporary folder beside out to build the export in, removed afterwards whatever happens
     (an error, Ctrl-C); OSError inside becomes an ExportError naming the file."""
-    parent = os.path.dirname(os.path.abspath(out))
     try:
-        os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(dir=parent, prefix=TEMP_PREFIX)
+        with files.staging_folder(os.path.dirname(os.path.abspath(out)), TEMP_PREFIX) as tmp:
+            try:
+                yield tmp
+            except OSError as err:
+                raise ExportError('%s: cannot write the export (%s)' % (err.filename or out, err.strerror or err)) from None
     except OSError as err:
-        raise ExportError('%s: cannot create the export folder (%s)' % (out, err.strerror or err))
-    try:
-        yield tmp
-    except OSError as err:
-        raise ExportError('%s: cannot write the export (%s)' % (err.filename or out, err.strerror or err))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        raise ExportError('%s: cannot create the export folder (%s)' % (out, err.strerror or err)) from None
 
 
-def _remove_leftovers(out):
-    """Remove the build folders that exports killed half-way left beside out; -> their paths."""
-    parent = os.path.dirname(os.path.abspath(out))
-    leftovers = sorted(glob.glob(os.path.join(glob.escape(parent), TEMP_PREFIX + '*')))
-    for path in leftovers:
-        shutil.rmtree(path, ignore_errors=True)
-    return leftovers
-
-
-def main(argv=None):
-    p = config.docstring_parser(__doc__, 3)
-    model.add_checkpoint_argument(p)
-    files = '%s and %s' % (model.WEIGHTS_FILE, model.CONFIG_FILE)
+def parse_args(argv=None):
+    p = cli.docstring_parser(__doc__, 3)
+    cli.add_checkpoint_argument(p)
+    written = '%s and %s' % (checkpoints.WEIGHTS_FILE, checkpoints.CONFIG_FILE)
     p.add_argument('--out', required=True,
                    help='the SavedModel folder to write (with --weights: the folder to write the files into)')
-    p.add_argument('--force', action='store_true', help='replace --out if it exists (with --weights: its %s)' % files)
-    p.add_argument('--weights', action='store_true', help='write the float16 %s instead' % files)
+    p.add_argument('--force', action='store_true', help='replace --out if it exists (with --weights: its %s)' % written)
+    p.add_argument('--weights', action='store_true', help='write the float16 %s instead' % written)
     p.add_argument('--average-with', nargs='+', default=[], metavar='CHECKPOINT',
                    help='with --weights: write the mean of the weights of --checkpoint and these models (the same '
                         'network, e.g. two cycles of one run); the config is --checkpoint\'s (default: none)')
     p.add_argument('--tta-views', type=int, choices=(1, 2, 18), default=1,
                    help='the SavedModel averages this many test-time views of each face (default: 1)')
-    args = p.parse_args(argv)
-    leftovers = _remove_leftovers(args.out)
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    parent = os.path.dirname(os.path.abspath(args.out))
+    leftovers = [os.path.join(parent, name) for name in files.remove_leftovers(parent, TEMP_PREFIX)]
     if leftovers:
         print('removed %d folder(s) left by an interrupted export: %s' % (len(leftovers), ', '.join(leftovers)))
     try:
@@ -202,13 +192,12 @@ def main(argv=None):
         if args.weights:
             path = export_weights(args.checkpoint, args.out, args.force, args.average_with)
             print('wrote the weights of %s to %s' % (' + '.join([path] + args.average_with) + (
-                  ' (their mean)' if args.average_with else ''), os.path.join(args.out, model.WEIGHTS_FILE)))
+                  ' (their mean)' if args.average_with else ''), os.path.join(args.out, checkpoints.WEIGHTS_FILE)))
             return 0
         path = export(args.checkpoint, args.out, args.force, args.tta_views)
-    except (model.CheckpointError, ExportError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
-    heads = model.load_config(path)['tasks']  # read once: a --tasks model exports only its heads
+    except (checkpoints.CheckpointError, ExportError) as err:
+        return cli.error(err)
+    heads = checkpoints.load_config(path)['tasks']  # read once: a --tasks model exports only its heads
     print('exported %s to %s: signature %s, input %s uint8 [N, %d, %d], outputs %s'
           % (path, args.out, SIGNATURE, INPUT, IMAGE_SIZE, IMAGE_SIZE,
              ', '.join('%s [N, %d]' % (name, len(CLASS_NAMES[t])) for t, name in TASK_NAMES.items() if name in heads)))

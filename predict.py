@@ -31,15 +31,16 @@ Public names:
   Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None)
                                     predictor(picture, boxes=None) -> [(box, {task: probabilities})], largest
                                     face first (found by the detector unless boxes are given); views > 1
-                                    averages test-time views (model.tta_views)
+                                    averages test-time views (data_provider.tta_views)
   describe(box, probabilities, track=None) -> one face as a JSON-ready dict (the tasks the model has)
   format_face(face)                 one described face as a line of text
   annotate(picture, described)      draw the described faces' boxes and labels in place
-  Tracker(k)                        .update(found): match boxes to the last frame's, average the last k
-  run_stream(capture, predictor, out_path, ..., detect_every=5)   annotate a video or camera stream
+  run_stream(capture, predictor, out_path, ..., detect_every=5)   annotate a video or camera stream, its
+                                    faces found and followed by tracking.FaceTracker
   benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
+  open_video(path), open_camera(index)   an OpenCV capture; DataError naming what cannot be opened
+  output_paths(out, count), write_image(path, picture)   where --out's annotated pictures go, and writing one
 """
-import collections
 import json
 import os
 import signal
@@ -47,42 +48,38 @@ import struct
 import sys
 import time
 
-
-import config  # noqa: E402  (light: no TensorFlow)
-
-if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
-    config.exit_on_interrupt()
-
-from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS  # noqa: E402
-
-# Larger pictures are refused before they are decoded: 120 megapixels lets the largest phone
-# photos (108) through and keeps a decoded picture under 0.5 GB. picture_size reads the size of
-# PNG and JPEG files; for other formats OpenCV checks it (it reads this variable when first
-# imported, which importing TensorFlow does).
-MAX_PIXELS = 120 * 10 ** 6
-os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(MAX_PIXELS))
+import cli
 
 # oneDNN off for this command, decided before TensorFlow loads (an importer keeps its own choice):
 # batch-1 calls are no faster with it, and the first call of each new batch size (a new number of
 # faces) is slower; benchmarks/bench_detect.py --sections onednn measures both.
 if __name__ == '__main__':
-    config.import_tf(onednn=False)
-tf = config.import_tf()
-# A camera that cannot be opened or a file that is no video is reported in one line of our own,
-# without OpenCV's and FFmpeg's warnings (the variable is read when FFmpeg is first used).
+    cli.start(onednn=False)
+
+# OpenCV reads these when it loads. Pictures of more than MAX_PIXELS are refused: picture_size reads
+# the size of PNG and JPEG files from their header, OpenCV checks the other formats. A camera that
+# cannot be opened or a file that is no video is reported in one line of our own, without
+# OpenCV's and FFmpeg's warnings.
+os.environ.setdefault('OPENCV_IO_MAX_IMAGE_PIXELS', str(120 * 10 ** 6))  # MAX_PIXELS
 os.environ.setdefault('OPENCV_FFMPEG_LOGLEVEL', '-8')
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
+import cv2
+import numpy as np
 
-import faces  # noqa: E402
-import model  # noqa: E402
-from data_utils import DataError  # noqa: E402
+import checkpoints
+import data_provider
+import faces
+import model
+import tf_setup
+import tracking
+from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
+from data_utils import DataError
+from tf_setup import tf
 
+# Larger pictures are refused before they are decoded: 120 megapixels lets the largest phone
+# photos (108) through and keeps a decoded picture under 0.5 GB.
+MAX_PIXELS = 120 * 10 ** 6
 cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-SMOOTH_FRAMES = 5     # a tracked face's probabilities are averaged over this many frames
-DETECT_EVERY = 5      # streams: a full search every this many frames, faces followed in between (a new face waits <= 4)
-MATCH_IOU = 0.3       # a box overlapping a track's last box this much continues the track
 VIDEO_CODECS = {'.mp4': 'mp4v', '.avi': 'MJPG'}  # what opencv-python-headless can write
 BOX_COLOUR = (0, 200, 0)
 
@@ -109,9 +106,9 @@ def picture_size(path):
                     return None
                 f.seek(struct.unpack('>H', length)[0] - 2, os.SEEK_CUR)
     except FileNotFoundError:
-        raise DataError('%s: file not found' % path)
+        raise DataError('%s: file not found' % path) from None
     except OSError as err:
-        raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err))
+        raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err)) from err
 
 
 def check_picture(path):
@@ -128,12 +125,13 @@ def read_image(path):
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
-        raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err))
+        raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err)) from err
     try:
         image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     except cv2.error as err:  # OpenCV refuses a picture above its pixel limit before decoding it
         if 'CV_IO_MAX_IMAGE_PIXELS' in str(err):
-            raise DataError('%s: more than the %d megapixels a picture may have' % (path, MAX_PIXELS // 10 ** 6))
+            raise DataError('%s: more than the %d megapixels a picture may have'
+                            % (path, MAX_PIXELS // 10 ** 6)) from err
         image = None
     if image is None:
         raise DataError('%s: not a readable picture (empty, truncated or not an image file)' % path)
@@ -227,46 +225,6 @@ def annotate(picture, described):
 
 # ----------------------------------------------------------------------------- streams
 
-class Tracker(object):
-    """Follows faces from frame to frame and averages each one's probabilities over its last k frames.
-
-    A detection continues the track whose last box it overlaps most (IoU >= MATCH_IOU, each track
-    taken once); a track missed for more than k frames is dropped, so a face the detector loses
-    for a frame or two keeps its history.
-    """
-
-    def __init__(self, k=SMOOTH_FRAMES):
-        self.k = k
-        self.tracks = []
-        self.started = 0  # tracks ever started, also the last track id
-
-    def update(self, found):
-        """found [(box, {task: p})] of one frame -> [(box, {task: mean p over the track}, track id)]."""
-        pairs = sorted(((faces.box_iou(box, track['box']), i, j) for i, (box, _) in enumerate(found)
-                        for j, track in enumerate(self.tracks)), reverse=True)
-        matched = {}
-        for iou, i, j in pairs:
-            if iou < MATCH_IOU:
-                break
-            if i not in matched and j not in matched.values():
-                matched[i] = j
-        for j, track in enumerate(self.tracks):
-            track['missed'] = 0 if j in matched.values() else track['missed'] + 1
-        out = []
-        for i, (box, probs) in enumerate(found):
-            if i in matched:
-                track = self.tracks[matched[i]]
-            else:
-                self.started += 1
-                track = dict(id=self.started, missed=0, history=collections.deque(maxlen=self.k))
-                self.tracks.append(track)
-            track['box'] = box
-            track['history'].append(probs)
-            out.append((box, {t: np.mean([h[t] for h in track['history']], axis=0) for t in probs}, track['id']))
-        self.tracks = [t for t in self.tracks if t['missed'] <= self.k]
-        return out
-
-
 def open_video(path):
     if not os.path.isfile(path):
         raise DataError('%s: file not found' % path)
@@ -283,12 +241,12 @@ def open_camera(index):
     return capture
 
 
-def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_frames=0, json_lines=False,
-               detect_every=DETECT_EVERY):
+def run_stream(capture, predictor, out_path, source, smooth=tracking.SMOOTH_FRAMES, max_frames=0,
+               json_lines=False, detect_every=tracking.DETECT_EVERY):
     """Annotate frames into out_path until the stream ends, max_frames, or Ctrl-C.
 
     The predictor's detector searches every detect_every-th frame whole and each face's
-    surroundings in between (faces.FaceFollower). Returns (frames, faces tracked, seconds); the
+    surroundings in between (tracking.FaceTracker). Returns (frames, faces tracked, seconds); the
     time covers everything from reading a frame to writing it. json_lines: print one JSON object
     per frame. Ctrl-C ends the stream after the
     frame under way (how a camera run ends) and keeps the video written so far; call it from the
@@ -299,8 +257,8 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
         raise DataError('%s: the annotated video must be .mp4 or .avi' % out_path)
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 25.0  # cameras often report 0
-    follower = faces.FaceFollower(predictor.detector, detect_every, predictor.detect_side)
-    tracker, writer, frames = Tracker(smooth), None, 0
+    tracker = tracking.FaceTracker(predictor.detector, detect_every, predictor.detect_side, smooth)
+    writer, frames = None, 0
     stopped = []
     previous_handler = signal.signal(signal.SIGINT, lambda signum, frame: stopped.append(signum))
     start = time.time()
@@ -309,7 +267,7 @@ def run_stream(capture, predictor, out_path, source, smooth=SMOOTH_FRAMES, max_f
             ok, frame = capture.read()
             if not ok:
                 break
-            found = [describe(*face) for face in tracker.update(predictor(frame, follower(frame)))]
+            found = [describe(*face) for face in tracker.update(predictor(frame, tracker.find(frame)))]
             if writer is None:
                 writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*fourcc), fps, frame.shape[1::-1])
                 if not writer.isOpened():
@@ -369,15 +327,15 @@ def write_image(path, picture):
 # ----------------------------------------------------------------------------- command line
 
 def parse_args(argv=None):
-    p = config.docstring_parser(__doc__, 2)
+    p = cli.docstring_parser(__doc__, 2)
     p.add_argument('images', nargs='*', metavar='IMAGE', help='picture files')
-    model.add_checkpoint_argument(p)
+    cli.add_checkpoint_argument(p)
     p.add_argument('--out', help='annotated picture (several pictures: name_1.ext, ...) or video (.mp4 or .avi)')
     p.add_argument('--json', action='store_true', help='print JSON (streams: one line per frame)')
     p.add_argument('--tta-views', type=int, choices=(1, 2, 18), default=1,
                    help='average each face over this many test-time views: 2 adds the mirror image, 18 also shifts '
                         'by -%d, 0, +%d px (a few points more accurate on FER-2013, 18 network passes) (default: 1)'
-                        % (model.TTA_SHIFT, model.TTA_SHIFT))
+                        % (data_provider.TTA_SHIFT, data_provider.TTA_SHIFT))
     p.add_argument('--detector', choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR,
                    help='face detector: yunet (a small CNN, finds turned and small faces) or haar (OpenCV\'s '
                         'cascade, what the training crops used) (default: %(default)s)')
@@ -387,9 +345,9 @@ def parse_args(argv=None):
                                                              faces.YUNET_MAX_SIDE))
     p.add_argument('--video', metavar='FILE', help='annotate every frame of a video file (needs --out)')
     p.add_argument('--camera', type=int, metavar='INDEX', help='annotate a camera stream (needs --out)')
-    p.add_argument('--smooth', type=int, default=SMOOTH_FRAMES,
+    p.add_argument('--smooth', type=int, default=tracking.SMOOTH_FRAMES,
                    help='streams: average each face over this many frames (default: %(default)s)')
-    p.add_argument('--detect-every', type=int, default=DETECT_EVERY, metavar='K',
+    p.add_argument('--detect-every', type=int, default=tracking.DETECT_EVERY, metavar='K',
                    help='streams: search the whole frame every K-th frame and follow each face around its last box '
                         'in between (default: %(default)s)')
     p.add_argument('--max-frames', type=int, default=0,
@@ -414,46 +372,69 @@ def parse_args(argv=None):
     return args
 
 
+def _open_stream(args):
+    """-> (source name, capture) of --video or --camera; (None, None) for pictures."""
+    if args.video is not None:
+        return args.video, open_video(args.video)
+    if args.camera is not None:
+        return 'camera %d' % args.camera, open_camera(args.camera)
+    return None, None
+
+
+def _annotate_stream(args, predictor, source, capture):
+    """--video, --camera: the annotated stream written to --out, then one line about it (on stderr with --json)."""
+    frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
+                                         args.max_frames, args.json, args.detect_every)
+    print('%s: %d frames, %d face track(s), %.1f frames/s; wrote %s'
+          % (source, frames, tracks, frames / max(seconds, 1e-9), args.out),
+          file=sys.stderr if args.json else sys.stdout)
+
+
+def _print_benchmark(args, predictor):
+    """--benchmark: p50 latencies on the first picture."""
+    count, session_ms, total_ms = benchmark(predictor, read_image(args.images[0]), args.benchmark)
+    print('%s: %d face(s), p50 of %d runs: session call %.1f ms, detection + crop + session call %.1f ms'
+          % (args.images[0], count, args.benchmark, session_ms, total_ms))
+
+
+def _predict_pictures(args, predictor, outputs):
+    """Each picture in turn, decoded when its turn comes: its faces printed, its annotated copy written to
+    outputs (if any). -> with --json, [{'image', 'faces'}] for one document printed at the end (nothing
+    printed here); else []."""
+    results = []
+    for i, path in enumerate(args.images):
+        picture = read_image(path)
+        described = [describe(box, probs) for box, probs in predictor(picture)]
+        if outputs:
+            write_image(outputs[i], annotate(picture, described))
+        if args.json:
+            results.append({'image': path, 'faces': described})
+            continue
+        print('%s: %s' % (path, '%d face(s)' % len(described) if described else 'no face found'))
+        for n, face in enumerate(described, 1):
+            print('  face %d  %s' % (n, format_face(face)))
+    return results
+
+
 def main(argv=None):
     args = parse_args(argv)
     outputs = output_paths(args.out, len(args.images)) if args.out and args.images else []
-    results = []  # --json: printed at the end, as one document
     try:
         # Missing and oversized pictures fail before the model is loaded; each is decoded only when its turn comes.
         for path in args.images:
             check_picture(path)
-        if args.video is not None:
-            source, capture = args.video, open_video(args.video)
-        elif args.camera is not None:
-            source, capture = 'camera %d' % args.camera, open_camera(args.camera)
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+        source, capture = _open_stream(args)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
             predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side)
             if not args.images:
-                frames, tracks, seconds = run_stream(capture, predictor, args.out, source, args.smooth,
-                                                     args.max_frames, args.json, args.detect_every)
-                print('%s: %d frames, %d face track(s), %.1f frames/s; wrote %s'
-                      % (source, frames, tracks, frames / max(seconds, 1e-9), args.out),
-                      file=sys.stderr if args.json else sys.stdout)
+                _annotate_stream(args, predictor, source, capture)
                 return 0
             if args.benchmark:
-                count, session_ms, total_ms = benchmark(predictor, read_image(args.images[0]), args.benchmark)
-                print('%s: %d face(s), p50 of %d runs: session call %.1f ms, detection + crop + session call %.1f ms'
-                      % (args.images[0], count, args.benchmark, session_ms, total_ms))
+                _print_benchmark(args, predictor)
                 return 0
-            for i, path in enumerate(args.images):
-                picture = read_image(path)
-                described = [describe(box, probs) for box, probs in predictor(picture)]
-                if outputs:
-                    write_image(outputs[i], annotate(picture, described))
-                if args.json:
-                    results.append({'image': path, 'faces': described})
-                    continue
-                print('%s: %s' % (path, '%d face(s)' % len(described) if described else 'no face found'))
-                for n, face in enumerate(described, 1):
-                    print('  face %d  %s' % (n, format_face(face)))
-    except (DataError, model.CheckpointError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
+            results = _predict_pictures(args, predictor, outputs)  # --json: printed below, as one document
+    except (DataError, checkpoints.CheckpointError) as err:
+        return cli.error(err)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

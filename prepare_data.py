@@ -28,8 +28,7 @@ GENKI-4K and WIKI faces are cropped around the largest Haar face (faces.py, with
 when Haar finds none, the largest centred square is used instead, and the report counts those images.
 
 Public functions:
-  demo_faces(task, labels, rng)   draw synthetic 48x48 faces whose look encodes the task's labels
-  make_demo(data_dir, force)      write the demo data set
+  make_demo(data_dir, force, seed)   write the demo data set (its faces drawn by demo_faces.draw_faces)
   import_npz(path, task, data_dir, force)   import an archive of images/labels/split/split_names
   import_fer2013(path, data_dir, force)     Kaggle fer2013.csv(.gz) -> emotion splits
   import_genki(folder, data_dir, force, seed)   GENKI-4K folder -> smile splits
@@ -40,26 +39,27 @@ Public functions:
   preprocess_face(image, box=None)          any face picture -> 48x48 uint8 (faces.py's, shared with predict.py)
   crop_largest_face(image)        -> (48x48 face, found): the largest Haar face, or the centre square
 """
-import glob
 import gzip
 import os
 import sys
 import zipfile
 import zlib
 
-import config  # noqa: E402  (light: no TensorFlow)
+import cli
 
 if __name__ == '__main__':  # from the first slow import on, Ctrl-C is one line and exit code 130
-    config.exit_on_interrupt()
+    cli.start()
 
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-from tqdm import tqdm  # noqa: E402
+import cv2
+import numpy as np
+from tqdm import tqdm
 
-from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
-import data_utils  # noqa: E402
-from data_utils import DataError  # noqa: E402
-from faces import detect_faces, preprocess_face, to_gray  # noqa: E402
+import data_utils
+import files
+from config import CLASS_NAMES, EMOTION, GENDER, IMAGE_SIZE, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
+from data_utils import DataError
+from demo_faces import draw_faces
+from faces import detect_faces, preprocess_face, to_gray
 
 TASK_BY_NAME = {name: task for task, name in TASK_NAMES.items()}
 # Split names found in public archives -> the layout's split of each task.
@@ -93,7 +93,7 @@ def _read_gray(path):
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
-        raise DataError('%s: cannot read image (%s)' % (path, err.strerror or err))
+        raise DataError('%s: cannot read image (%s)' % (path, err.strerror or err)) from err
     try:
         image = cv2.imdecode(data, cv2.IMREAD_GRAYSCALE) if data.size else None
     except cv2.error:
@@ -121,19 +121,44 @@ def import_npz(path, task, data_dir='data', force=False):
     The archive replaces the task's whole data set: a split it lacks is not written (and with
     force, the earlier file of that split is removed). Returns {split: count}.
     """
+    images, labels, split, split_names = _read_npz(path)
+    _check_npz_arrays(path, images, labels, split, split_names)
+    targets = _npz_split_targets(path, task, split, split_names)
+    if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE) or images.ndim == 4:
+        images = np.stack([preprocess_face(img) for img in images])
+    data_utils.check_images(images, labels, task, path)
+    out = _outputs(data_dir, task)
+    _refuse_overwrite(out.values(), force)
+    parts = {}
+    for target in set(targets.values()):
+        keep = np.isin(split, [c for c, t in targets.items() if t == target])
+        parts[target] = images[keep], labels[keep], task
+    return _write(out, parts, path)
+
+
+NPZ_ARRAYS = ('images', 'labels', 'split', 'split_names')
+
+
+def _read_npz(path):
+    """The archive's four arrays -> (images, labels, split, split_names); DataError if it cannot be read."""
     data_utils.check_npz(path)
     try:
         archive = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
-        raise DataError('%s: not a readable .npz archive (%s)' % (path, err))
+        raise DataError('%s: not a readable .npz archive (%s)' % (path, err)) from err
     with archive:
-        missing = [k for k in ('images', 'labels', 'split', 'split_names') if k not in archive.files]
+        missing = [k for k in NPZ_ARRAYS if k not in archive.files]
         if missing:
             raise DataError('%s: missing array(s) %s (has %s)' % (path, ', '.join(missing), ', '.join(archive.files)))
         try:
-            images, labels, split, split_names = (archive[k] for k in ('images', 'labels', 'split', 'split_names'))
+            return tuple(archive[k] for k in NPZ_ARRAYS)
         except (ValueError, OSError, EOFError, zipfile.BadZipFile, zlib.error) as err:
-            raise DataError('%s: cannot read an array of the archive (damaged or truncated: %s)' % (path, err))
+            raise DataError('%s: cannot read an array of the archive (damaged or truncated: %s)' % (path, err)) from err
+
+
+def _check_npz_arrays(path, images, labels, split, split_names):
+    """DataError unless labels, split and split_names are 1-D, split holds integer codes, the lengths
+    agree and images are uint8 (N,H,W) or (N,H,W,C) with C 1, 3 or 4 and some pixels."""
     for name, array in (('labels', labels), ('split', split), ('split_names', split_names)):
         if array.ndim != 1:
             raise DataError('%s: %s must be a 1-D array, got shape %s' % (path, name, array.shape))
@@ -147,30 +172,30 @@ def import_npz(path, task, data_dir='data', force=False):
                         % (path, images.dtype, images.shape))
     if len(images) == 0 or 0 in images.shape[1:3]:
         raise DataError('%s: the archive holds no pixels (images of shape %s)' % (path, images.shape))
-    targets = {}
-    for code, name in enumerate(str(s) for s in split_names):
-        target = SPLIT_ALIASES.get(name.lower().replace(' ', ''))
-        if target == 'test' and 'test' not in data_utils.TASK_SPLITS[task]:
-            raise DataError('%s: split %r is ambiguous for %s (use PublicTest / PrivateTest)' % (path, name, TASK_NAMES[task]))
-        if target == 'public_test' and task != EMOTION:
-            target = 'test'
-        if target is None or target not in data_utils.TASK_SPLITS[task]:
-            raise DataError('%s: split name %r has no place in %s (expected one of %s)'
-                            % (path, name, TASK_NAMES[task], ', '.join(data_utils.TASK_SPLITS[task])))
-        targets[code] = target
+
+
+def _npz_split_targets(path, task, split, split_names):
+    """-> {split code: the task's split it goes to}, from the names in split_names (SPLIT_ALIASES);
+    DataError for a name with no place in the task, or a code of split that split_names lacks."""
+    targets = {code: _npz_split_target(path, task, str(name)) for code, name in enumerate(split_names)}
     unknown = sorted(set(np.unique(split).tolist()) - set(targets))
     if unknown:
         raise DataError('%s: split code %s has no name in split_names' % (path, unknown[0]))
-    if images.shape[1:3] != (IMAGE_SIZE, IMAGE_SIZE) or images.ndim == 4:
-        images = np.stack([preprocess_face(img) for img in images])
-    data_utils.check_images(images, labels, task, path)
-    out = _outputs(data_dir, task)
-    _refuse_overwrite(out.values(), force)
-    parts = {}
-    for target in set(targets.values()):
-        keep = np.isin(split, [c for c, t in targets.items() if t == target])
-        parts[target] = images[keep], labels[keep], task
-    return _write(out, parts, path)
+    return targets
+
+
+def _npz_split_target(path, task, name):
+    """One split name of an archive ('PublicTest', 'training', ...) -> the task's split it goes to."""
+    target = SPLIT_ALIASES.get(name.lower().replace(' ', ''))
+    if target == 'test' and 'test' not in data_utils.TASK_SPLITS[task]:
+        raise DataError('%s: split %r is ambiguous for %s (use PublicTest / PrivateTest)'
+                        % (path, name, TASK_NAMES[task]))
+    if target == 'public_test' and task != EMOTION:
+        target = 'test'
+    if target is None or target not in data_utils.TASK_SPLITS[task]:
+        raise DataError('%s: split name %r has no place in %s (expected one of %s)'
+                        % (path, name, TASK_NAMES[task], ', '.join(data_utils.TASK_SPLITS[task])))
+    return target
 
 
 def _refuse_overwrite(paths, force):
@@ -198,7 +223,7 @@ def _report(path, labels, task):
 
 # ----------------------------------------------------------------------------- shared helpers
 
-TEMP_PREFIX = data_utils.TEMP_PREFIX  # save_split's temp files, and the staged files of _write
+TEMP_PREFIX = files.TEMP_PREFIX  # the staged files of _write (and save_split's temp files)
 
 
 def _outputs(data_dir, task):
@@ -236,12 +261,12 @@ def _write(out, parts, source):
 
 def _remove_leftovers(data_dir):
     """Remove the hidden temp files an import killed mid-write left in data_dir's task folders."""
-    leftovers = sorted(glob.glob(os.path.join(glob.escape(data_dir), '*', TEMP_PREFIX + '*.npy')))
-    leftovers = [p for p in leftovers if os.path.basename(os.path.dirname(p)) in data_utils.TASK_FOLDERS.values()]
-    for path in leftovers:
-        os.remove(path)
+    leftovers = []
+    for folder in sorted(data_utils.TASK_FOLDERS.values()):
+        folder = os.path.join(data_dir, folder)
+        leftovers += [os.path.join(folder, name) for name in files.remove_leftovers(folder, TEMP_PREFIX)]
     if leftovers:
-        print('removed %d temp file(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(leftovers)))
+        print('removed %d temp file(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(sorted(leftovers))))
 
 
 def _allocate(sizes, total):
@@ -305,7 +330,7 @@ def _read_fer2013(path):
     try:
         raw = open(path, 'rb')
     except OSError as err:
-        raise DataError('%s: cannot open (%s)' % (path, err.strerror or err))
+        raise DataError('%s: cannot open (%s)' % (path, err.strerror or err)) from err
     images, labels, usage = [], [], []
     with raw:
         gzipped = raw.read(2) == b'\x1f\x8b'
@@ -344,7 +369,7 @@ def _read_fer2013(path):
                 labels.append(label)
                 usage.append(split)
         except (OSError, EOFError, zlib.error) as err:
-            raise DataError('%s: cannot read the file (%s)' % (path, err))
+            raise DataError('%s: cannot read the file (%s)' % (path, err)) from err
         finally:
             bar.close()
     if not images:
@@ -356,7 +381,7 @@ def _fer_text(line, path, lineno):
     try:
         return line.decode('utf-8')
     except UnicodeDecodeError:
-        raise DataError('%s line %d: not text (is it really a csv file?)' % (path, lineno))
+        raise DataError('%s line %d: not text (is it really a csv file?)' % (path, lineno)) from None
 
 
 def _fer_pixels(text, path, lineno):
@@ -365,8 +390,9 @@ def _fer_pixels(text, path, lineno):
     except ValueError:  # a token that is not an integer: find it for the message
         for i, token in enumerate(text.split()):
             if not token.isdigit():
-                raise DataError('%s line %d: pixel %d is %r, not an integer 0..255' % (path, lineno, i + 1, token[:20]))
-        raise DataError('%s line %d: pixels are not space-separated integers' % (path, lineno))
+                raise DataError('%s line %d: pixel %d is %r, not an integer 0..255'
+                                % (path, lineno, i + 1, token[:20])) from None
+        raise DataError('%s line %d: pixels are not space-separated integers' % (path, lineno)) from None
     if len(pixels) != PIXELS:
         raise DataError('%s line %d: %d pixel values, expected %d (48x48)' % (path, lineno, len(pixels), PIXELS))
     bad = (pixels < 0) | (pixels > 255)
@@ -400,9 +426,10 @@ def _read_genki_labels(path):
         with open(path, 'rb') as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
-        raise DataError('%s: file not found (GENKI-4K has one "smile yaw pitch roll" line per image there)' % path)
+        raise DataError('%s: file not found (GENKI-4K has one "smile yaw pitch roll" line per image there)'
+                        % path) from None
     except OSError as err:
-        raise DataError('%s: cannot read (%s)' % (path, err.strerror or err))
+        raise DataError('%s: cannot read (%s)' % (path, err.strerror or err)) from err
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines:
@@ -478,9 +505,10 @@ def _read_wiki_mat(path):
     try:
         mat = scipy.io.loadmat(path)
     except NotImplementedError:
-        raise DataError('%s: a MATLAB v7.3 (HDF5) file; save it as -v7 or use the original wiki.mat' % path)
+        raise DataError('%s: a MATLAB v7.3 (HDF5) file; save it as -v7 or use the original wiki.mat' % path) from None
     except Exception as err:  # scipy raises ValueError, TypeError, MatReadError, ... for a bad file
-        raise DataError('%s: not a readable MATLAB file (%s)' % (path, str(err).splitlines()[0] if str(err) else type(err).__name__))
+        raise DataError('%s: not a readable MATLAB file (%s)'
+                        % (path, str(err).splitlines()[0] if str(err) else type(err).__name__)) from err
     key = next((k for k in ('wiki', 'imdb') if k in mat), None)
     if key is None:
         raise DataError('%s: no struct named wiki (has %s)' % (path, ', '.join(k for k in mat if not k.startswith('__'))))
@@ -497,7 +525,7 @@ def _read_wiki_mat(path):
             try:
                 value = value.astype(np.float64)
             except (TypeError, ValueError):
-                raise DataError('%s: %s.%s is not numeric' % (path, key, field))
+                raise DataError('%s: %s.%s is not numeric' % (path, key, field)) from None
         meta[field] = value
     sizes = {f: len(v) for f, v in meta.items()}
     if len(set(sizes.values())) != 1:
@@ -574,13 +602,13 @@ def _course_emotion(images_path, labels_path):
         try:
             arrays.append(np.load(path, allow_pickle=True))  # only reached with the user's --allow-pickle
         except (ValueError, OSError, EOFError) as err:
-            raise DataError('%s: not a readable .npy file (%s)' % (path, err))
+            raise DataError('%s: not a readable .npy file (%s)' % (path, err)) from err
     images, labels = arrays
     try:
         images = np.asarray(images, dtype=np.float64).reshape(len(images), IMAGE_SIZE, IMAGE_SIZE)
         labels = np.asarray(labels, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise DataError('%s: expected N 48x48 images (%s)' % (images_path, err))
+        raise DataError('%s: expected N 48x48 images (%s)' % (images_path, err)) from err
     if labels.ndim == 2 and labels.shape[1] == NUM_CLASSES[EMOTION]:
         if not (np.all((labels == 0) | (labels == 1)) and np.all(labels.sum(axis=1) == 1)):
             row = int(np.argmax(~np.all((labels == 0) | (labels == 1), axis=1) | (labels.sum(axis=1) != 1)))
@@ -599,91 +627,6 @@ def _course_emotion(images_path, labels_path):
 
 # ----------------------------------------------------------------------------- demo data
 
-# Expression parts per emotion: brow tilt (+ = inner ends down), brow lift, eye openness, mouth.
-_EXPRESSIONS = {
-    0: dict(brow_tilt=0.35, brow_lift=-0.05, eye=0.45, mouth='line'),      # angry
-    1: dict(brow_tilt=0.15, brow_lift=0.0, eye=0.35, mouth='wave'),        # disgust
-    2: dict(brow_tilt=-0.3, brow_lift=0.12, eye=1.0, mouth='wide'),        # fear
-    3: dict(brow_tilt=0.0, brow_lift=0.0, eye=0.7, mouth='smile'),         # happy
-    4: dict(brow_tilt=-0.35, brow_lift=0.0, eye=0.6, mouth='frown'),       # sad
-    5: dict(brow_tilt=0.0, brow_lift=0.18, eye=1.0, mouth='open'),         # surprise
-    6: dict(brow_tilt=0.0, brow_lift=0.0, eye=0.7, mouth='line'),          # neutral
-}
-
-
-def _draw_face(rng, long_hair, expression):
-    """One synthetic face, 96x96 uint8, drawn at 2x and later reduced to 48x48."""
-    s = 96
-    bg = rng.uniform(20, 110)
-    img = np.full((s, s), bg, np.float32)
-    img += np.linspace(-1, 1, s)[None, :] * rng.uniform(-25, 25)  # side lighting on the background
-    skin = rng.uniform(130, 220)
-    hair = rng.uniform(0, 70)
-    cx, cy = 48 + rng.uniform(-3, 3), 50 + rng.uniform(-3, 3)
-    fw, fh = rng.uniform(25, 30), rng.uniform(32, 37)
-    if long_hair:  # hair falling to the shoulders on both sides of the face
-        cv2.ellipse(img, (int(cx), int(cy - 4)), (int(fw + 11), int(fh + 8)), 0, 180, 360, hair, -1)
-        cv2.rectangle(img, (int(cx - fw - 11), int(cy - 6)), (int(cx + fw + 11), s), hair, -1)
-    cv2.ellipse(img, (int(cx), int(cy)), (int(fw), int(fh)), 0, 0, 360, skin, -1)
-    if not long_hair:  # short hair: a cap on top, maybe a beard shadow
-        cv2.ellipse(img, (int(cx), int(cy - fh * 0.55)), (int(fw + 2), int(fh * 0.5)), 0, 180, 360, hair, -1)
-        if rng.rand() < 0.5:
-            cv2.ellipse(img, (int(cx), int(cy + fh * 0.55)), (int(fw * 0.8), int(fh * 0.45)), 0, 0, 180,
-                        skin * 0.6, -1)
-    ink = skin * rng.uniform(0.15, 0.35)
-    e = expression
-    eye_y, eye_dx = cy - fh * 0.15, fw * 0.42
-    for side in (-1, 1):
-        ex = cx + side * eye_dx
-        cv2.ellipse(img, (int(ex), int(eye_y)), (6, max(1, int(5 * e['eye']))), 0, 0, 360, 245, -1)
-        cv2.circle(img, (int(ex), int(eye_y)), 3, ink, -1)
-        brow_y = eye_y - 10 - 25 * e['brow_lift']
-        inner = (int(ex - side * 6), int(brow_y + 8 * e['brow_tilt']))
-        outer = (int(ex + side * 8), int(brow_y - 8 * e['brow_tilt']))
-        cv2.line(img, inner, outer, ink, 3)
-    my, mw = cy + fh * 0.5, fw * 0.5
-    m = e['mouth']
-    if m == 'smile':
-        cv2.ellipse(img, (int(cx), int(my - 6)), (int(mw), 10), 0, 10, 170, ink, 3)
-    elif m == 'frown':
-        cv2.ellipse(img, (int(cx), int(my + 6)), (int(mw * 0.9), 8), 0, 190, 350, ink, 3)
-    elif m == 'open':
-        cv2.ellipse(img, (int(cx), int(my)), (7, 10), 0, 0, 360, ink, -1)
-    elif m == 'wide':
-        cv2.ellipse(img, (int(cx), int(my)), (int(mw), 5), 0, 0, 360, ink, -1)
-    elif m == 'wave':
-        xs = np.linspace(cx - mw, cx + mw, 9)
-        pts = np.stack([xs, my + 3 * np.sin(np.linspace(0, 2 * np.pi, 9)) - np.linspace(0, 5, 9)], 1)
-        cv2.polylines(img, [pts.astype(np.int32)], False, ink, 3)
-    else:
-        cv2.line(img, (int(cx - mw * 0.8), int(my)), (int(cx + mw * 0.8), int(my)), ink, 3)
-    # Pose: small rotation, scale and shift; then uneven light and sensor noise.
-    m_aff = cv2.getRotationMatrix2D((48, 48), rng.uniform(-12, 12), rng.uniform(0.9, 1.1))
-    m_aff[:, 2] += rng.uniform(-4, 4, 2)
-    img = cv2.warpAffine(img, m_aff, (s, s), borderMode=cv2.BORDER_REFLECT)
-    img *= 1 + np.linspace(-1, 1, s)[:, None] * rng.uniform(-0.25, 0.25)
-    img += rng.normal(0, rng.uniform(3, 12), img.shape)
-    return np.clip(img, 0, 255).astype(np.uint8)
-
-
-def demo_faces(task, labels, rng):
-    """Draw one face per label. Only the task's own attribute follows the label; the others are
-    random, so a head can only succeed by looking at the right part of the face."""
-    faces = []
-    for label in labels:
-        long_hair = rng.rand() < 0.5
-        expression = _EXPRESSIONS[rng.choice([0, 1, 2, 4, 5, 6])]  # anything but a smile
-        if task == SMILE:
-            expression = _EXPRESSIONS[3] if label == 1 else _EXPRESSIONS[rng.choice([0, 1, 4, 6])]
-        elif task == EMOTION:
-            expression = _EXPRESSIONS[int(label)]
-        else:
-            long_hair = label == 0  # female
-            expression = _EXPRESSIONS[rng.randint(7)]
-        faces.append(preprocess_face(_draw_face(rng, long_hair, expression)))
-    return np.stack(faces)
-
-
 def make_demo(data_dir='data', force=False, seed=0):
     """Write a small synthetic data set in the practice's layout; returns {path: count}."""
     rng = np.random.RandomState(seed)
@@ -693,7 +636,7 @@ def make_demo(data_dir='data', force=False, seed=0):
     for task, split in out:
         n = DEMO_SIZES[task][0 if split == 'train' else 1]
         labels = rng.permutation(np.arange(n) % len(CLASS_NAMES[task]))
-        parts[(task, split)] = demo_faces(task, labels, rng), labels, task
+        parts[(task, split)] = draw_faces(task, labels, rng), labels, task
     counts = _write(out, parts, 'the demo')
     return {out[key]: n for key, n in counts.items()}
 
@@ -704,7 +647,7 @@ SOURCE_TASKS = {'fer2013': EMOTION, 'genki': SMILE, 'wiki': GENDER}
 
 
 def main(argv=None):
-    parser = config.docstring_parser(__doc__, 4)
+    parser = cli.docstring_parser(__doc__, 4)
     parser.add_argument('--data-dir', default='data', help='output folder (default: data)')
     parser.add_argument('--force', action='store_true',
                         help="replace the task's existing files (a split the new source lacks is removed)")
@@ -744,11 +687,9 @@ def main(argv=None):
         else:
             import_course(args.course, args.data_dir, args.force, args.allow_pickle)
     except DataError as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
+        return cli.error(err)
     except OSError as err:  # say, a full disk or a folder without write permission
-        print('error: %s: %s' % (err.filename or args.data_dir, err.strerror or err), file=sys.stderr)
-        return 2
+        return cli.error('%s: %s' % (err.filename or args.data_dir, err.strerror or err))
     return 0
 
 

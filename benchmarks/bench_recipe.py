@@ -11,7 +11,7 @@ Each subfolder of --runs-dir is one run (trained by the README's commands at the
 the same weights); the baseline is the run the others differ from. For each run it reports, on
 the validation data (FER-2013 PublicTest and the held-out tenths of the GENKI-4K and WIKI training
 sets, `Dataset('validation')`), with the weights inference uses (the moving average when kept) and
-the mean of --tta-views test-time views of each face (model.tta_views):
+the mean of --tta-views test-time views of each face (data_provider.tta_views):
   accuracy        per task, plus the balanced (mean per-class) gender accuracy
   difference      run - baseline per task, with a 95% interval from a paired bootstrap over the
                   validation images (resampled together for both models)
@@ -24,15 +24,17 @@ import argparse
 import os
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's modules
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import config  # noqa: E402
-import data_utils  # noqa: E402
-from config import GENDER, NUM_CLASSES, TASK_NAMES, TASKS  # noqa: E402
-from bench_multitask import paired_bootstrap, write_report  # noqa: E402
+import checkpoints
+import cli
+import data_utils
+import metrics
+import tf_setup
+from bench_multitask import write_report
+from config import GENDER, NUM_CLASSES, TASK_NAMES, TASKS
 
 IGNORED_KEYS = ('checkpoint_dir', 'data_dir')  # differ between any two runs, change nothing learned
 
@@ -74,22 +76,19 @@ def train_minutes(tf, ckpt_dir, epochs):
 
 def main(argv=None):
     args = parse_args(argv)
-    tf = config.import_tf()
+    tf = tf_setup.import_tf()
     import evaluate
     import model
 
     if not os.path.isdir(args.runs_dir):
-        print('error: %s: folder not found (it holds one folder per run)' % args.runs_dir, file=sys.stderr)
-        return 2
-    names = sorted(n for n in os.listdir(args.runs_dir) if os.path.isfile(os.path.join(args.runs_dir, n, model.CONFIG_FILE)))
+        return cli.error('%s: folder not found (it holds one folder per run)' % args.runs_dir)
+    names = sorted(n for n in os.listdir(args.runs_dir) if os.path.isfile(os.path.join(args.runs_dir, n, checkpoints.CONFIG_FILE)))
     if args.baseline not in names:
-        print('error: %s holds no run %r (runs: %s)' % (args.runs_dir, args.baseline, ', '.join(names) or 'none'),
-              file=sys.stderr)
-        return 2
+        return cli.error('%s holds no run %r (runs: %s)' % (args.runs_dir, args.baseline, ', '.join(names) or 'none'))
     names.remove(args.baseline)
     names.insert(0, args.baseline)
     try:
-        configs = {n: model.load_config(os.path.join(args.runs_dir, n)) for n in names}
+        configs = {n: checkpoints.load_config(os.path.join(args.runs_dir, n)) for n in names}
         data_dir = args.data_dir or configs[args.baseline]['data_dir']
         validation = {task: data for (task, _), data in evaluate.load_validation_sets(
             data_dir, fraction=configs[args.baseline]['validation_fraction']).items()}
@@ -108,16 +107,15 @@ def main(argv=None):
                        if k not in IGNORED_KEYS and v != configs[args.baseline].get(k)}
             report['runs'][name] = dict(
                 checkpoint=path, options=options, train_minutes=train_minutes(tf, folder, configs[name]['epochs']),
-                accuracy={TASK_NAMES[t]: evaluate.accuracy(validation[t][1], predictions[t]) for t in TASKS},
-                gender_balanced_accuracy=evaluate.balanced_accuracy(validation[GENDER][1], predictions[GENDER],
+                accuracy={TASK_NAMES[t]: metrics.accuracy(validation[t][1], predictions[t]) for t in TASKS},
+                gender_balanced_accuracy=metrics.balanced_accuracy(validation[GENDER][1], predictions[GENDER],
                                                                     NUM_CLASSES[GENDER]))
-    except (data_utils.DataError, model.CheckpointError) as err:
-        print('error: %s' % err, file=sys.stderr)
-        return 2
+    except (data_utils.DataError, checkpoints.CheckpointError) as err:
+        return cli.error(err)
     for name in names[1:]:
         report['runs'][name]['difference'] = {}
         for task in TASKS:
-            diff, (low, high) = paired_bootstrap(correct[(name, task)], correct[(args.baseline, task)], args.resamples)
+            diff, (low, high) = metrics.paired_bootstrap(correct[(name, task)], correct[(args.baseline, task)], args.resamples)
             report['runs'][name]['difference'][TASK_NAMES[task]] = dict(points=100 * diff, ci95=[100 * low, 100 * high])
     write_report(args.out, report, format_table(report))
     return 0

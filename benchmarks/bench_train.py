@@ -38,13 +38,13 @@ import statistics
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # the project's modules
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import config  # noqa: E402
-from config import IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASKS  # noqa: E402
+import config
+import tf_setup
+from config import IMAGE_SIZE, LABEL_WIDTH, NUM_CLASSES, TASKS
 
 MATMUL_N = 2048
 LEARNING_RATE = 0.01
@@ -137,7 +137,7 @@ class Ours(object):
     def __init__(self, tf, batches, keep_prob=0.5, bfloat16=False):
         import model
         self.graph = tf.Graph()
-        self.sess = tf.Session(graph=self.graph, config=config.session_config(bfloat16))
+        self.sess = tf.Session(graph=self.graph, config=tf_setup.session_config(bfloat16))
         self.net = model.Multitask_BKNet(self.sess, verbose=False)
         net = self.net
         with self.graph.as_default():
@@ -249,10 +249,10 @@ def _spread(values, fmt='%.1f'):
 
 def main(argv=None):
     args = parse_args(argv)
-    tf = config.import_tf(onednn=not args.no_onednn)  # before model imports TensorFlow
+    tf = tf_setup.import_tf(onednn=not args.no_onednn)  # before model imports TensorFlow
     os.environ.setdefault('KERAS_BACKEND', 'tensorflow')
-    import tensorflow
     import keras
+    import tensorflow
     from tensorflow.python.util import _pywrap_util_port
 
     onednn = _pywrap_util_port.IsMklEnabled()

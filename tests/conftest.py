@@ -1,5 +1,9 @@
 """Shared fixtures: the repo root on sys.path, a demo data set, the shared real archives, and Ctrl-C at a chosen moment.
 
+Tests that train, start a TensorFlow subprocess or restore a trained model are marked slow (the fast
+tier is `python -m pytest -q -m "not slow"`); a test that uses a fixture of SLOW_FIXTURES is marked
+slow here, whatever it does itself.
+
 The real-data tests skip when ../shared/data lacks an archive, except under CI (CI=true), where
 they fail: there the archives must be present (require_shared_data, running_in_ci).
 """
@@ -16,11 +20,19 @@ if ROOT not in sys.path:
 
 SHARED_DATA = os.path.normpath(os.path.join(ROOT, '..', 'shared', 'data'))
 SHARED_ARCHIVES = ('genki4k.npz', 'fer2013.npz', 'gender.npz')
+SLOW_FIXTURES = {'demo_checkpoint', 'two_checkpoints'}  # they train a model
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if SLOW_FIXTURES.intersection(item.fixturenames):
+            item.add_marker(pytest.mark.slow)
 
 
 def handout_all_data_cell(data_dir, data_type, expected):
     """The handout's first check cell as it is written, with the expected count passed in."""
     import numpy as np
+
     import data_provider
     dataset = data_provider.Dataset(data_type=data_type, batch_size=64, data_dir=data_dir)
 
@@ -89,9 +101,9 @@ def demo_checkpoint(demo_dir, tmp_path_factory):
     Training on the demo set is what `python train.py --demo` does; tests of evaluation,
     prediction and export share this one run.
     """
-    import config
     import model
-    tf = config.import_tf()
+    import tf_setup
+    tf = tf_setup.import_tf()
     ckpt_dir = str(tmp_path_factory.mktemp('demo_ckpt'))
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, data_dir=demo_dir, checkpoint_dir=ckpt_dir, epochs=3,
@@ -142,3 +154,49 @@ def assert_interrupted(result):
     """Exit code 130 and the one line 'interrupted' last on stderr (TensorFlow may log before it), no traceback."""
     assert result.returncode == 130, result.stderr
     assert result.stderr.splitlines()[-1] == 'interrupted' and 'Traceback' not in result.stderr, result.stderr
+
+
+# ----------------------------------------------------------------------------- prepare_data's tests
+# Shared by test_prepare_data.py and test_import_folders.py.
+
+def npy_files(folder):
+    """Every .npy file under folder, hidden temp files included."""
+    return sorted(os.path.relpath(os.path.join(d, f), folder)
+                  for d, _, files in os.walk(folder) for f in files if f.endswith('.npy'))
+
+
+def read_split(data_dir, task, split):
+    """A split file of the layout -> (images, labels)."""
+    import data_utils
+    records = np.load(data_utils.split_path(str(data_dir), task, split))
+    return records['image'], records['label']
+
+
+def run_prepare_data(argv, capsys):
+    """prepare_data.main in-process -> (exit code, stdout, stderr)."""
+    import prepare_data
+    code = prepare_data.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def assert_refused(argv, out_dir, capsys, *fragments):
+    """The CLI stops with exit code 2, one 'error:' line holding every fragment, and writes nothing."""
+    code, _, err = run_prepare_data(list(argv) + ['--data-dir', out_dir], capsys)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: '), err
+    for fragment in fragments:
+        assert fragment in lines[0], (fragment, lines[0])
+    assert 'Traceback' not in err
+    assert not os.path.exists(str(out_dir)) or npy_files(str(out_dir)) == []
+    return lines[0]
+
+
+def smile_npz(path, **override):
+    """A valid smile archive of 4 faces (2 train, 2 test), with any array replaced by override."""
+    arrays = dict(images=np.arange(4 * 48 * 48).reshape(4, 48, 48).astype(np.uint8), labels=np.array([0, 1, 1, 0]),
+                  split=np.array([0, 0, 1, 1]), split_names=np.array(['train', 'test']))
+    arrays.update(override)
+    np.savez(str(path), **arrays)
+    return str(path)

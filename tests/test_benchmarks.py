@@ -8,6 +8,10 @@ import sys
 import numpy as np
 import pytest
 
+import checkpoints
+import config
+import tf_setup
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -31,24 +35,6 @@ def test_bench_train_quick_run_prints_the_table():
     assert re.search(r'^\| *128 *\| *on *\|( *[\d.]+x? *\|){5} *\d+% *\|$', out, re.M), out
 
 
-def test_paired_bootstrap_against_hand_computed_cases():
-    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
-    import bench_multitask
-    same = np.array([1, 0, 1, 1, 0, 1], bool)
-    assert bench_multitask.paired_bootstrap(same, same, 100) == (0.0, (0.0, 0.0))  # paired: no spread at all
-    assert bench_multitask.paired_bootstrap(np.ones(50, bool), np.zeros(50, bool), 100) == (1.0, (1.0, 1.0))
-    # 1000 images, a right on 60 more than b: the difference 0.06, its standard error about
-    # sqrt(0.06 / 1000) (discordant pairs all one way), so the 95% interval is about 0.06 +- 0.015
-    a = np.zeros(1000, bool)
-    a[:560] = True
-    b = np.zeros(1000, bool)
-    b[:500] = True
-    diff, (low, high) = bench_multitask.paired_bootstrap(a, b, 2000)
-    assert diff == pytest.approx(0.06)
-    assert low == pytest.approx(0.06 - 1.96 * np.sqrt(0.06 * 0.94 / 1000), abs=0.004)
-    assert high == pytest.approx(0.06 + 1.96 * np.sqrt(0.06 * 0.94 / 1000), abs=0.004)
-
-
 def _tiny_runs(demo_dir, tmp_path, named_flags):
     """2-step training runs on the demo data, one folder each under tmp_path/runs: -> that folder."""
     runs = tmp_path / 'runs'
@@ -61,7 +47,6 @@ def _tiny_runs(demo_dir, tmp_path, named_flags):
 @pytest.mark.slow
 def test_bench_multitask_quick_run_on_tiny_runs(demo_dir, tmp_path):
     """Five 2-step runs as the README's commands make them (fewer steps), then the benchmark's table."""
-    import model
     runs = _tiny_runs(demo_dir, tmp_path, (('smile', ['--tasks', 'smile']), ('emotion', ['--tasks', 'emotion']),
                                            ('gender', ['--tasks', 'gender']), ('all_fixed', []),
                                            ('all_uncertainty', ['--task-weighting', 'uncertainty'])))
@@ -73,14 +58,14 @@ def test_bench_multitask_quick_run_on_tiny_runs(demo_dir, tmp_path):
     assert params['single'] == params['smile'] + params['emotion'] + params['gender']
     assert params['all_fixed'] + 3 == params['all_uncertainty']  # one log-variance per task
     # three trunks against one: the difference is two trunks (the heads are the same)
-    with np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as shipped:
+    with np.load(os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)) as shipped:
         trunk = sum(shipped[n].size for n in shipped.files
                     if n.startswith('trunk/') and not n.endswith(('moving_mean', 'moving_variance')))
     assert params['single'] - params['all_fixed'] == 2 * trunk
     sizes = {name: len(np.load(os.path.join(demo_dir, folder, split + '.npy')))
              for name, folder, split in (('smile', 'smile_data', 'test'), ('emotion', 'emotion_data2', 'private_test'),
                                          ('gender', 'gender_data', 'test'))}
-    for name, r in report['runs'].items():  # a share of right answers of the test split's images
+    for r in report['runs'].values():  # a share of right answers of the test split's images
         for task, accuracy in r['accuracy'].items():
             right = accuracy * sizes[task]
             assert 0 <= accuracy <= 1 and right == pytest.approx(round(right))
@@ -124,8 +109,7 @@ def test_bench_recipe_compares_runs_on_validation(demo_dir, tmp_path):
     with open(out_file) as f:
         flipped = json.load(f)
     assert flipped['tta_views'] == 2 and report['tta_views'] == 1
-    import config
-    tf = config.import_tf()
+    tf = tf_setup.import_tf()
     import evaluate
     import model
     validation = evaluate.load_validation_sets(demo_dir, fraction=0.1)
@@ -143,8 +127,7 @@ def test_bench_recipe_compares_runs_on_validation(demo_dir, tmp_path):
 def test_bench_recipe_training_minutes_from_the_epochs_events(tmp_path):
     sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
     import bench_recipe
-    import config
-    tf = config.import_tf()
+    tf = tf_setup.import_tf()
     logs = tmp_path / 'logs'
     with tf.Graph().as_default():
         writer = tf.summary.FileWriter(str(logs))
@@ -157,6 +140,7 @@ def test_bench_recipe_training_minutes_from_the_epochs_events(tmp_path):
     assert bench_recipe.train_minutes(tf, str(tmp_path / 'elsewhere'), 3) is None
 
 
+@pytest.mark.slow
 def test_bench_recipe_refuses_a_missing_baseline(tmp_path):
     result = subprocess.run([sys.executable, 'benchmarks/bench_recipe.py', '--runs-dir', str(tmp_path)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
@@ -164,6 +148,7 @@ def test_bench_recipe_refuses_a_missing_baseline(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == "error: %s holds no run 'base' (runs: none)" % tmp_path
 
 
+@pytest.mark.slow
 def test_bench_recipe_names_missing_validation_data_in_one_line(tmp_path):
     (tmp_path / 'base').mkdir()
     (tmp_path / 'base' / 'config.json').write_text(json.dumps({'data_dir': str(tmp_path / 'nodata')}))

@@ -11,10 +11,12 @@ import shutil
 import numpy as np
 import pytest
 
+import checkpoints
 import config
 import model
+import tf_setup
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 
 
 def _train(demo_dir, ckpt_dir, **overrides):
@@ -27,7 +29,7 @@ def _train(demo_dir, ckpt_dir, **overrides):
 
 
 def _step(ckpt_dir, prefix=None):
-    reader = tf.train.load_checkpoint(prefix or model.find_checkpoints(ckpt_dir)[0])
+    reader = tf.train.load_checkpoint(prefix or checkpoints.find_checkpoints(ckpt_dir)[0])
     return int(reader.get_tensor('global_step'))
 
 
@@ -47,7 +49,7 @@ def two_checkpoints(demo_dir, tmp_path_factory):
     ckpt_dir = str(tmp_path_factory.mktemp('run'))
     _train(demo_dir, ckpt_dir, max_steps=3)
     _train(demo_dir, ckpt_dir, max_steps=5)
-    assert [os.path.basename(p) for p in model.find_checkpoints(ckpt_dir)] == ['model.ckpt-5', 'model.ckpt-3']
+    assert [os.path.basename(p) for p in checkpoints.find_checkpoints(ckpt_dir)] == ['model.ckpt-5', 'model.ckpt-3']
     return ckpt_dir
 
 
@@ -95,7 +97,7 @@ def test_resume_does_not_trust_the_state_file(demo_dir, run_dir, capsys, state):
 
 def test_inference_finds_checkpoints_without_the_state_file(run_dir):
     os.remove(os.path.join(run_dir, 'checkpoint'))
-    assert model.find_weights(run_dir) == os.path.join(run_dir, 'model.ckpt-5')
+    assert checkpoints.find_weights(run_dir) == os.path.join(run_dir, 'model.ckpt-5')
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         _, path = model.load_model(session, run_dir)
     assert path == os.path.join(run_dir, 'model.ckpt-5')
@@ -128,7 +130,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_older_one(demo_dir, run_d
 def test_inference_names_a_damaged_checkpoint_in_one_line(run_dir):
     _damage(os.path.join(run_dir, 'model.ckpt-5.data-00000-of-00001'), 'truncate')
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        with pytest.raises(model.CheckpointError) as err:
+        with pytest.raises(checkpoints.CheckpointError) as err:
             model.load_model(session, run_dir)
     message = str(err.value)
     assert message.startswith(os.path.join(run_dir, 'model.ckpt-5') + ': cannot restore') and '\n' not in message
@@ -138,7 +140,7 @@ def test_a_folder_whose_checkpoints_all_fail_is_an_error_not_a_fresh_start(demo_
     for step in (3, 5):
         _damage(os.path.join(run_dir, 'model.ckpt-%d.data-00000-of-00001' % step), 'truncate')
     before = _contents(run_dir)
-    with pytest.raises(model.CheckpointError, match='holds checkpoint files but none restores.*--fresh'):
+    with pytest.raises(checkpoints.CheckpointError, match='holds checkpoint files but none restores.*--fresh'):
         _train(demo_dir, run_dir, max_steps=8)
     assert 'fresh parameters' not in capsys.readouterr().out
     assert _contents(run_dir) == before  # nothing overwritten, nothing deleted
@@ -147,7 +149,7 @@ def test_a_folder_whose_checkpoints_all_fail_is_an_error_not_a_fresh_start(demo_
 def test_data_files_without_an_index_still_block_a_fresh_start(demo_dir, run_dir):
     for step in (3, 5):
         os.remove(os.path.join(run_dir, 'model.ckpt-%d.index' % step))
-    with pytest.raises(model.CheckpointError, match='none restores'):
+    with pytest.raises(checkpoints.CheckpointError, match='none restores'):
         _train(demo_dir, run_dir, max_steps=8)
     assert os.path.isfile(os.path.join(run_dir, 'model.ckpt-5.data-00000-of-00001'))
 
@@ -158,12 +160,12 @@ def test_fresh_removes_the_old_run_and_starts_over(demo_dir, run_dir, capsys):
                                     verbose=False, max_steps=2)
         net.train(fresh=True)
     assert 'Created model with fresh parameters.' in capsys.readouterr().out
-    assert [os.path.basename(p) for p in model.find_checkpoints(run_dir)] == ['model.ckpt-2']
+    assert [os.path.basename(p) for p in checkpoints.find_checkpoints(run_dir)] == ['model.ckpt-2']
 
 
 def test_leftovers_of_an_interrupted_save_are_removed(demo_dir, run_dir, capsys):
     leftovers = ['checkpoint.tempstate8213712', 'model.ckpt-7_temp', os.path.join('best', 'checkpoint.tempstate1'),
-                 'config.json.tmp', os.path.join('best', 'best.json.tmp')]
+                 '.tmp-k2j3h4-config.json', os.path.join('best', '.tmp-7q8r9s-best.json')]
     os.makedirs(os.path.join(run_dir, 'best'), exist_ok=True)
     for name in leftovers[:1] + leftovers[2:]:
         open(os.path.join(run_dir, name), 'w').close()
@@ -173,7 +175,7 @@ def test_leftovers_of_an_interrupted_save_are_removed(demo_dir, run_dir, capsys)
     assert 'Removed 5 leftover(s) of an interrupted save' in capsys.readouterr().out
     for name in leftovers:
         assert not os.path.exists(os.path.join(run_dir, name))
-    assert [os.path.basename(p) for p in model.find_checkpoints(run_dir)] == ['model.ckpt-5', 'model.ckpt-3']
+    assert [os.path.basename(p) for p in checkpoints.find_checkpoints(run_dir)] == ['model.ckpt-5', 'model.ckpt-3']
 
 
 # ----------------------------------------------------------------------------- weights .npz and config.json
@@ -184,10 +186,10 @@ def _inference_net(session):
 
 @pytest.fixture(scope='module')
 def weights_npz(demo_checkpoint, tmp_path_factory):
-    path = str(tmp_path_factory.mktemp('weights') / model.WEIGHTS_FILE)
+    path = str(tmp_path_factory.mktemp('weights') / checkpoints.WEIGHTS_FILE)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net, _ = model.load_model(session, demo_checkpoint)
-        net.save_weights(path)
+        checkpoints.save_weights(path, net.inference_weights())
     return path
 
 
@@ -236,7 +238,7 @@ def test_bad_weights_npz_is_one_line_naming_the_file(weights_npz, tmp_path, faul
             f.write(bytes(data))
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = _inference_net(session)
-        with pytest.raises(model.CheckpointError, match=expected) as err:
+        with pytest.raises(checkpoints.CheckpointError, match=expected) as err:
             net.restore(path)
     assert str(err.value).startswith(path) and '\n' not in str(err.value)
     assert 'pickle' not in str(err.value)  # never advise unpickling a file
@@ -249,10 +251,10 @@ def test_bad_weights_npz_is_one_line_naming_the_file(weights_npz, tmp_path, faul
     ('task_weights', [1, 1], 'task_weights must be 3 non-negative numbers'),
 ])
 def test_a_bad_config_json_is_one_line_naming_it(tmp_path, entry, value, expected):
-    path = tmp_path / model.CONFIG_FILE
+    path = tmp_path / checkpoints.CONFIG_FILE
     path.write_text(json.dumps({entry: value}))
-    with pytest.raises(model.CheckpointError) as err:
-        model.load_config(str(tmp_path))
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.load_config(str(tmp_path))
     assert str(err.value).startswith(str(path)) and expected in str(err.value)
 
 
@@ -260,20 +262,20 @@ def test_a_missing_config_json_names_what_was_given(tmp_path):
     weights = tmp_path / 'weights.npz'
     np.savez(str(weights), w=np.zeros(1))
     for given, where in ((str(weights), 'beside it'), (str(tmp_path), 'in this folder')):
-        with pytest.raises(model.CheckpointError) as err:
-            model.load_config(given)
+        with pytest.raises(checkpoints.CheckpointError) as err:
+            checkpoints.load_config(given)
         assert str(err.value).startswith(given + ': no config.json ' + where), str(err.value)
 
 
 def test_a_saved_max_steps_is_ignored(tmp_path):
-    (tmp_path / model.CONFIG_FILE).write_text(json.dumps({'max_steps': 3, 'epochs': 2}))
-    cfg = model.load_config(str(tmp_path))
+    (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps({'max_steps': 3, 'epochs': 2}))
+    cfg = checkpoints.load_config(str(tmp_path))
     assert (cfg['max_steps'], cfg['epochs']) == (0, 2)
-    assert 'max_steps' not in model.saved_config(model.resolve_config(max_steps=7))
+    assert 'max_steps' not in config.saved_config(config.resolve_config(max_steps=7))
 
 
 def test_a_config_from_before_validation_and_the_average_resumes_as_it_was(tmp_path):
-    (tmp_path / model.CONFIG_FILE).write_text(json.dumps({'epochs': 2}))
-    cfg = model.load_config(str(tmp_path))
+    (tmp_path / checkpoints.CONFIG_FILE).write_text(json.dumps({'epochs': 2}))
+    cfg = checkpoints.load_config(str(tmp_path))
     assert (cfg['validation_fraction'], cfg['ema_decay']) == (0.0, 0.0)
-    assert model.resolve_config()['ema_decay'] == config.DEFAULTS['ema_decay'] > 0  # new runs keep the average
+    assert config.resolve_config()['ema_decay'] == config.DEFAULTS['ema_decay'] > 0  # new runs keep the average

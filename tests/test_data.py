@@ -9,7 +9,7 @@ import pytest
 
 import data_provider
 import data_utils
-from config import EMOTION, GENDER, IMAGE_SIZE, SMILE, TASKS, TASK_NAMES
+from config import EMOTION, GENDER, IMAGE_SIZE, SMILE, TASK_NAMES, TASKS
 from conftest import handout_all_data_cell
 
 BLACK = (0 - 128) / 255.0

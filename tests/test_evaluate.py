@@ -1,4 +1,4 @@
-"""evaluate.py: the metric functions by hand, and a demo checkpoint's report against numbers computed here."""
+"""evaluate.py: a demo checkpoint's report against numbers computed here, its files, its command line."""
 import contextlib
 import io
 import json
@@ -11,50 +11,27 @@ import cv2
 import numpy as np
 import pytest
 
+import checkpoints
 import config
+import data_provider
 import data_utils
 import evaluate
+import files
 import model
+import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES
-
 from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 SPLITS = ((SMILE, 'test'), (EMOTION, 'public_test'), (EMOTION, 'private_test'), (GENDER, 'test'))
 
 
-# ----------------------------------------------------------------------------- metrics by hand
-
-def test_metrics_on_a_hand_computed_example():
-    labels = [0, 0, 0, 1, 1, 2]
-    predictions = [0, 1, 0, 1, 1, 0]
-    assert evaluate.confusion_matrix(labels, predictions, 3).tolist() == [[2, 1, 0], [0, 2, 0], [1, 0, 0]]
-    assert evaluate.accuracy(labels, predictions) == pytest.approx(4 / 6)
-    assert evaluate.per_class_accuracy(labels, predictions, 3) == pytest.approx([2 / 3, 1.0, 0.0])
-    assert evaluate.balanced_accuracy(labels, predictions, 3) == pytest.approx((2 / 3 + 1 + 0) / 3)
-
-
-def test_balanced_accuracy_sees_through_a_majority_guess():
-    labels = np.array([1] * 75 + [0] * 25)  # 75% male, like the gender test set
-    always_male = np.ones(100, int)
-    assert evaluate.accuracy(labels, always_male) == 0.75
-    assert evaluate.balanced_accuracy(labels, always_male, 2) == 0.5
-
-
-def test_a_class_without_samples_is_nan_and_left_out_of_the_balance():
-    recalls = evaluate.per_class_accuracy([0, 0, 2], [0, 1, 2], 3)
-    assert recalls[0] == 0.5 and np.isnan(recalls[1]) and recalls[2] == 1.0
-    assert evaluate.balanced_accuracy([0, 0, 2], [0, 1, 2], 3) == 0.75
-    assert evaluate.confusion_matrix([], [], 2).tolist() == [[0, 0], [0, 0]]
-    assert np.isnan(evaluate.accuracy([], []))
-
-
 def _write_run(ckpt_dir, accuracy_by_step, init_from=None):
     """A checkpoint folder as train.py leaves it, as far as the curves go: config.json and logs/."""
     os.makedirs(ckpt_dir, exist_ok=True)
-    model.write_json(os.path.join(ckpt_dir, model.CONFIG_FILE), model.resolve_config(init_from=init_from))
+    files.write_json(os.path.join(ckpt_dir, checkpoints.CONFIG_FILE), config.resolve_config(init_from=init_from))
     with tf.Graph().as_default():  # FileWriter refuses eager mode
         writer = tf.summary.FileWriter(os.path.join(ckpt_dir, 'logs'))
         for step, value in accuracy_by_step.items():
@@ -75,7 +52,7 @@ def test_run_curves_follow_init_from_with_steps_running_on(tmp_path):
     assert len(evaluate.read_run_curves(third)['train/smile_accuracy']) == 5
     shipped = str(tmp_path / 'shipped')  # a weights folder has no curves, wherever its weights came from
     os.makedirs(shipped)
-    model.write_json(os.path.join(shipped, model.CONFIG_FILE), model.resolve_config(init_from=second))
+    files.write_json(os.path.join(shipped, checkpoints.CONFIG_FILE), config.resolve_config(init_from=second))
     assert evaluate.read_run_curves(shipped) == {}
 
 
@@ -165,7 +142,7 @@ def test_eighteen_views_average_mirrors_and_edge_padded_shifts(demo_checkpoint, 
         expected = np.mean([net.predict(v)[SMILE] for v in views], axis=0)
         got = net.predict(images, views=18)[SMILE]
     np.testing.assert_allclose(got, expected, atol=1e-6)
-    np.testing.assert_array_equal(model.shift_faces(images, 2, -2)[:, 2:, :-2], images[:, :-2, 2:])
+    np.testing.assert_array_equal(data_provider.shift_faces(images, 2, -2)[:, 2:, :-2], images[:, :-2, 2:])
 
 
 def test_table_lists_every_data_set_with_plain_and_tta_rows(evaluated):
@@ -209,12 +186,12 @@ def test_missing_checkpoint(tmp_path):
 
 
 def test_checkpoint_not_matching_the_model(demo_checkpoint, tmp_path):
-    with open(os.path.join(demo_checkpoint, model.CONFIG_FILE)) as f:
-        (tmp_path / model.CONFIG_FILE).write_text(f.read())
-    np.savez(tmp_path / model.WEIGHTS_FILE, **{'trunk/conv1_1/weights': np.zeros((3, 3, 1, 8), np.float32)})
+    with open(os.path.join(demo_checkpoint, checkpoints.CONFIG_FILE)) as f:
+        (tmp_path / checkpoints.CONFIG_FILE).write_text(f.read())
+    np.savez(tmp_path / checkpoints.WEIGHTS_FILE, **{'trunk/conv1_1/weights': np.zeros((3, 3, 1, 8), np.float32)})
     code, _, err = run_main(['--checkpoint', str(tmp_path)])
     assert code == 2 and err.count('\n') == 1
-    assert err.startswith('error: %s does not match this model' % (tmp_path / model.WEIGHTS_FILE))
+    assert err.startswith('error: %s does not match this model' % (tmp_path / checkpoints.WEIGHTS_FILE))
 
 
 def test_missing_data_names_the_prepare_command(demo_checkpoint, tmp_path):
@@ -237,15 +214,16 @@ def _snapshot(folder):
     return {name: open(os.path.join(folder, name), 'rb').read() for name in os.listdir(folder)}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('named', [False, True], ids=['default', 'named'])
 def test_shipped_model_folder_is_never_written(demo_dir, tmp_path, monkeypatch, named):
     shipped = str(tmp_path / 'pretrained')  # a copy stands in for it, so a failure cannot litter the real one
-    shutil.copytree(model.PRETRAINED_DIR, shipped)
-    monkeypatch.setattr(model, 'PRETRAINED_DIR', shipped)
+    shutil.copytree(checkpoints.PRETRAINED_DIR, shipped)
+    monkeypatch.setattr(checkpoints, 'PRETRAINED_DIR', shipped)
     before = _snapshot(shipped)
     code, stdout, err = run_main((['--checkpoint', shipped] if named else []) + ['--data-dir', demo_dir, '--limit', '20'])
     assert code == 0, err
-    assert 'checkpoint %s' % os.path.join(shipped, model.WEIGHTS_FILE) in stdout and 'smile test' in stdout
+    assert 'checkpoint %s' % os.path.join(shipped, checkpoints.WEIGHTS_FILE) in stdout and 'smile test' in stdout
     assert stdout.splitlines()[-1] == 'report not written: %s holds the shipped model; pass --out DIR to save it' % shipped
     assert _snapshot(shipped) == before
 
@@ -259,7 +237,7 @@ def test_ctrl_c_at_start_up_is_one_line(demo_checkpoint, tmp_path):
 def test_ctrl_c_while_writing_the_report_leaves_the_earlier_one(demo_checkpoint, demo_dir, tmp_path):
     (tmp_path / evaluate.REPORT_FILE).write_text('the earlier report')
     # SIGINT once the new evaluation.json is written, before the PNGs are drawn
-    result = run_interrupted('evaluate.py', 'model:write_json', '--checkpoint', demo_checkpoint, '--data-dir', demo_dir,
+    result = run_interrupted('evaluate.py', 'files:write_json', '--checkpoint', demo_checkpoint, '--data-dir', demo_dir,
                              '--limit', '5', '--out', tmp_path)
     assert_interrupted(result)
     assert 'smile test' in result.stdout  # it was interrupted after the evaluation

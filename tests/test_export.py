@@ -7,15 +7,16 @@ import sys
 import numpy as np
 import pytest
 
-import config
+import checkpoints
 import data_utils
 import export
+import files
 import model
+import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
-
 from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
-tf1 = config.import_tf()
+tf1 = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -101,8 +102,8 @@ def test_weights_export_is_small_float16_and_predicts_like_the_checkpoint(demo_c
     with np.load(os.path.join(out, 'weights.npz')) as arrays:
         assert {arrays[k].dtype for k in arrays.files} == {np.dtype(np.float16)}
         assert not any('Momentum' in k or 'global_step' in k for k in arrays.files)  # no optimizer state
-    saved = model.load_config(out)
-    assert saved['data_dir'] == 'data' and saved['epochs'] == model.load_config(demo_checkpoint)['epochs']
+    saved = checkpoints.load_config(out)
+    assert saved['data_dir'] == 'data' and saved['epochs'] == checkpoints.load_config(demo_checkpoint)['epochs']
     predictions = []
     for source in (demo_checkpoint, out):
         with tf1.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
@@ -116,24 +117,24 @@ def test_weights_export_is_small_float16_and_predicts_like_the_checkpoint(demo_c
 def test_weights_averaged_with_another_model_are_the_mean_of_both(demo_checkpoint, tmp_path, capsys):
     own, soup = str(tmp_path / 'own'), str(tmp_path / 'soup')
     assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', own]) == 0
-    assert export.main(['--checkpoint', demo_checkpoint, '--average-with', model.PRETRAINED_DIR, '--weights',
+    assert export.main(['--checkpoint', demo_checkpoint, '--average-with', checkpoints.PRETRAINED_DIR, '--weights',
                         '--out', soup]) == 0
-    with np.load(os.path.join(own, model.WEIGHTS_FILE)) as a, \
-            np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as b, \
-            np.load(os.path.join(soup, model.WEIGHTS_FILE)) as mean:
+    with np.load(os.path.join(own, checkpoints.WEIGHTS_FILE)) as a, \
+            np.load(os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)) as b, \
+            np.load(os.path.join(soup, checkpoints.WEIGHTS_FILE)) as mean:
         assert sorted(mean.files) == sorted(a.files) == sorted(b.files)
         for name in a.files:  # float16 files: each value within the rounding of the larger of its two terms
             x, y = a[name].astype(np.float64), b[name].astype(np.float64)
             error = np.abs(mean[name] - (x + y) / 2)
             assert (error <= 2e-3 * np.maximum(np.abs(x), np.abs(y)) + 1e-7).all(), (name, error.max())
-    assert model.load_config(soup)['epochs'] == model.load_config(demo_checkpoint)['epochs']  # --checkpoint's config
+    assert checkpoints.load_config(soup)['epochs'] == checkpoints.load_config(demo_checkpoint)['epochs']  # --checkpoint's config
 
     # A network with other heads cannot be averaged in: one line, nothing written.
     emotion_only = tmp_path / 'emotion_only'
     emotion_only.mkdir()
-    with np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as b:
-        np.savez(str(emotion_only / model.WEIGHTS_FILE), **{k: b[k] for k in b.files if 'head_' not in k or 'emotion' in k})
-    model.write_json(str(emotion_only / model.CONFIG_FILE), dict(tasks=['emotion']))
+    with np.load(os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)) as b:
+        np.savez(str(emotion_only / checkpoints.WEIGHTS_FILE), **{k: b[k] for k in b.files if 'head_' not in k or 'emotion' in k})
+    files.write_json(str(emotion_only / checkpoints.CONFIG_FILE), dict(tasks=['emotion']))
     capsys.readouterr()
     out = str(tmp_path / 'mixed')
     assert export.main(['--checkpoint', demo_checkpoint, '--average-with', str(emotion_only), '--weights',
@@ -145,7 +146,7 @@ def test_weights_averaged_with_another_model_are_the_mean_of_both(demo_checkpoin
     assert capsys.readouterr().err == 'error: --average-with needs --weights\n'
 
 
-@pytest.mark.parametrize('existing', [model.CONFIG_FILE, model.WEIGHTS_FILE])
+@pytest.mark.parametrize('existing', [checkpoints.CONFIG_FILE, checkpoints.WEIGHTS_FILE])
 def test_weights_export_refuses_an_out_holding_either_file(demo_checkpoint, tmp_path, capsys, existing):
     out = tmp_path / 'shipped'
     out.mkdir()
@@ -155,8 +156,8 @@ def test_weights_export_refuses_an_out_holding_either_file(demo_checkpoint, tmp_
     assert os.listdir(out) == [existing] and (out / existing).read_text() == 'mine'
 
     assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', str(out), '--force']) == 0
-    assert sorted(os.listdir(out)) == [model.CONFIG_FILE, model.WEIGHTS_FILE]
-    assert model.load_config(str(out))['checkpoint_dir'] == str(out)  # the file was replaced, not kept
+    assert sorted(os.listdir(out)) == [checkpoints.CONFIG_FILE, checkpoints.WEIGHTS_FILE]
+    assert checkpoints.load_config(str(out))['checkpoint_dir'] == str(out)  # the file was replaced, not kept
     assert sorted(os.listdir(tmp_path)) == ['shipped']  # no build folder left beside it
 
 
@@ -172,7 +173,7 @@ def test_ctrl_c_during_an_export_leaves_the_old_export_and_no_build_folder(demo_
     out.mkdir()
     (out / 'keep.txt').write_text('the earlier export')
     # SIGINT once the new export is complete in its build folder, just before it would be moved into place
-    when = 'model:write_json' if weights else 'json:dump'
+    when = 'files:write_json' if weights else 'json:dump'
     result = run_interrupted('export.py', when, '--checkpoint', demo_checkpoint, '--out', out, '--force',
                              *(['--weights'] if weights else []))
     assert_interrupted(result)

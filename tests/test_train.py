@@ -1,4 +1,5 @@
 """Training end to end: train.py's CLI, resume, interruption, divergence, and a demo run that learns."""
+import glob
 import json
 import os
 import re
@@ -14,12 +15,15 @@ import time
 import numpy as np
 import pytest
 
+import checkpoints
 import config
-from config import TASKS
 import data_provider
 import model
+import tf_setup
+import training
+from config import TASKS
 
-tf = config.import_tf()
+tf = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = ['train.py', 'evaluate.py', 'predict.py', 'export.py', 'prepare_data.py', 'benchmarks/bench_data.py',
                 'benchmarks/bench_detect.py', 'benchmarks/bench_multitask.py', 'benchmarks/bench_recipe.py',
@@ -37,6 +41,7 @@ def _progress(ckpt_dir):
     return int(reader.get_tensor('global_step')), reader.get_tensor('progress').tolist()
 
 
+@pytest.mark.slow
 def test_demo_smoke_run_end_to_end(tmp_path):
     data_dir, ckpt_dir = str(tmp_path / 'data'), str(tmp_path / 'ckpt')
     result = _run_train('--demo', '--data-dir', data_dir, '--checkpoint-dir', ckpt_dir, '--max-steps', '3')
@@ -45,12 +50,13 @@ def test_demo_smoke_run_end_to_end(tmp_path):
     assert 'Created model with fresh parameters.' in result.stdout
     assert 'Stopped at step 3 (max_steps)' in result.stdout
     assert _progress(ckpt_dir) == (3, [0, 3])
-    with open(os.path.join(ckpt_dir, model.CONFIG_FILE)) as f:
+    with open(os.path.join(ckpt_dir, checkpoints.CONFIG_FILE)) as f:
         saved = json.load(f)
     assert (saved['data_dir'], saved['batch_size']) == (data_dir, 64)
     assert 'max_steps' not in saved  # the cap was for that command: a later plain run trains on
 
 
+@pytest.mark.slow
 def test_a_smoke_runs_cap_does_not_stop_the_next_run(demo_dir, tmp_path, capsys):
     import train
     ckpt_dir = str(tmp_path)
@@ -59,7 +65,7 @@ def test_a_smoke_runs_cap_does_not_stop_the_next_run(demo_dir, tmp_path, capsys)
     assert train.main(common + ['--max-steps', '2', '--batch-size', '64', '--epochs', '1', '--no-augment',
                                 '--task-weights', '0.25', '0.25', '0.25']) == 0
     assert train.main(common) == 0  # no flags: the saved config, no cap
-    saved = model.load_config(ckpt_dir)
+    saved = checkpoints.load_config(ckpt_dir)
     steps_per_epoch = data_provider.Dataset('train', 64, demo_dir, validation_fraction=saved['validation_fraction'],
                                             task_weights=saved['task_weights'], verbose=False).steps_per_epoch()
     assert _progress(ckpt_dir) == (steps_per_epoch, [1, 0])
@@ -67,11 +73,12 @@ def test_a_smoke_runs_cap_does_not_stop_the_next_run(demo_dir, tmp_path, capsys)
     assert 'Reading model parameters from %s' % os.path.join(ckpt_dir, 'model.ckpt-2') in capsys.readouterr().out
     # resumed again with a new flag: the saved config, that flag overriding it
     assert train.main(common + ['--epochs', '2', '--max-steps', str(steps_per_epoch + 1)]) == 0
-    saved = model.load_config(ckpt_dir)
+    saved = checkpoints.load_config(ckpt_dir)
     assert (saved['batch_size'], saved['epochs'], saved['augment']) == (64, 2, False)
     assert _progress(ckpt_dir) == (steps_per_epoch + 1, [1, 1])
 
 
+@pytest.mark.slow
 def test_missing_data_is_one_line_naming_the_file(tmp_path):
     result = _run_train('--data-dir', str(tmp_path / 'nowhere'), '--checkpoint-dir', str(tmp_path / 'ckpt'))
     assert result.returncode == 2
@@ -167,11 +174,13 @@ def test_every_value_flag_with_a_default_states_it():
     assert silent == []
 
 
-def test_every_readme_command_parses():
-    """The README's `python script ...` commands (comments cut, its shell variables filled in) are accepted
-    by their script's parser: a renamed or removed flag cannot linger in the documentation."""
-    with open(os.path.join(ROOT, 'README.md')) as f:
-        readme = f.read()
+def test_every_documented_command_parses():
+    """The `python script ...` commands of README.md and docs/*.md (comments cut, shell variables filled in)
+    are accepted by their script's parser: a renamed or removed flag cannot linger in the documentation."""
+    readme = ''
+    for path in [os.path.join(ROOT, 'README.md')] + sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md'))):
+        with open(path) as f:
+            readme += f.read() + '\n'
     variables = dict(re.findall(r'^(\w+)="([^"]*)"$', readme, re.M), task='smile')
     commands = []
     pattern = r'(?:^|&& |; do |`)!?python ((?:benchmarks/)?\w+\.py)\b([^#`\n]*?)(?:;|\s*#|`|$)'  # blocks and inline
@@ -203,6 +212,7 @@ def _train(demo_dir, ckpt_dir, **overrides):
         return net.train()
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_saved_step(demo_dir, tmp_path, capsys):
     ckpt_dir = str(tmp_path)
     _train(demo_dir, ckpt_dir, max_steps=4, keep_checkpoints=1)
@@ -214,6 +224,7 @@ def test_resume_continues_at_the_saved_step(demo_dir, tmp_path, capsys):
     assert sorted(f for f in os.listdir(ckpt_dir) if f.endswith('.index')) == ['model.ckpt-7.index']  # 4 rotated out
 
 
+@pytest.mark.slow
 def test_init_from_starts_a_new_run_from_other_weights(demo_dir, demo_checkpoint, tmp_path, capsys):
     """--init-from copies the weights (not the step or optimizer); resuming that run ignores it."""
     ckpt_dir = str(tmp_path)
@@ -227,7 +238,7 @@ def test_init_from_starts_a_new_run_from_other_weights(demo_dir, demo_checkpoint
         np.testing.assert_array_equal(started.get_tensor(name), source.get_tensor(name), err_msg=name)
     assert _progress(ckpt_dir) == (1, [0, 1])
     assert int(source.get_tensor('global_step')) > 1
-    assert model.load_config(ckpt_dir)['init_from'] == demo_checkpoint
+    assert checkpoints.load_config(ckpt_dir)['init_from'] == demo_checkpoint
     _train(demo_dir, ckpt_dir, init_from=demo_checkpoint, max_steps=2)
     out = capsys.readouterr().out
     assert out.count('Initialized model weights from %s' % tf.train.latest_checkpoint(demo_checkpoint)) == 1
@@ -235,10 +246,11 @@ def test_init_from_starts_a_new_run_from_other_weights(demo_dir, demo_checkpoint
     assert _progress(ckpt_dir) == (2, [0, 2])
 
 
+@pytest.mark.slow
 def test_diverging_loss_stops_without_saving(demo_dir, tmp_path):
     ckpt_dir = str(tmp_path)
     _train(demo_dir, ckpt_dir, max_steps=2)
-    with pytest.raises(model.TrainingDiverged, match=r'loss became (nan|inf) at step \d+.*model\.ckpt-2'):
+    with pytest.raises(training.TrainingDiverged, match=r'loss became (nan|inf) at step \d+.*model\.ckpt-2'):
         _train(demo_dir, ckpt_dir, learning_rate=1e30, max_steps=50)
     assert _progress(ckpt_dir) == (2, [0, 2])
 
@@ -264,6 +276,7 @@ def _wait_for_line(proc, prefix, timeout):
 
 
 @pytest.mark.parametrize('sig', [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.slow
 def test_a_signal_mid_epoch_saves_then_exits_non_zero(demo_dir, tmp_path, sig):
     ckpt_dir = str(tmp_path / 'ckpt')
     proc = _start_train('--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--batch-size', '8', '--epochs', '1')
@@ -308,6 +321,7 @@ def test_bad_flag_values_are_one_line(demo_dir, tmp_path, capsys, flags, expecte
     assert not (tmp_path / 'ckpt').exists()
 
 
+@pytest.mark.slow
 def test_bad_init_from_is_one_line_and_leaves_no_run_folder(demo_dir, tmp_path, capsys):
     import train
     text = tmp_path / 'weights.npz'
@@ -319,6 +333,7 @@ def test_bad_init_from_is_one_line_and_leaves_no_run_folder(demo_dir, tmp_path, 
         assert not (tmp_path / 'ckpt').exists()
 
 
+@pytest.mark.slow
 def test_a_bad_teacher_is_one_line_and_leaves_no_run_folder(demo_dir, tmp_path, capsys):
     import train
     emotion_only = str(tmp_path / 'emotion_only')
@@ -335,25 +350,26 @@ def test_cpu_flags_reads_linux_cpuinfo(tmp_path):
     cpuinfo = tmp_path / 'cpuinfo'
     cpuinfo.write_text('processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu sse2 avx avx2 fma\n\n'
                        'processor\t: 1\nflags\t\t: fpu sse2 avx avx2 fma\n')
-    assert config.cpu_flags(str(cpuinfo)) == {'fpu', 'sse2', 'avx', 'avx2', 'fma'}
-    assert config.cpu_flags(str(tmp_path / 'absent')) is None
+    assert tf_setup.cpu_flags(str(cpuinfo)) == {'fpu', 'sse2', 'avx', 'avx2', 'fma'}
+    assert tf_setup.cpu_flags(str(tmp_path / 'absent')) is None
 
 
 def test_bf16_is_refused_in_one_line_on_a_cpu_without_avx512(demo_dir, tmp_path, capsys, monkeypatch):
     import train
-    monkeypatch.setattr(config, 'cpu_flags', lambda: {'sse2', 'avx', 'avx2', 'fma'})
+    monkeypatch.setattr(tf_setup, 'cpu_flags', lambda: {'sse2', 'avx', 'avx2', 'fma'})
     # --max-steps 1: were it not refused, the run would end at once and fail below, not crawl for an hour
     assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(tmp_path / 'ckpt'), '--bf16',
                        '--max-steps', '1']) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith('error: --bf16 needs a CPU with AVX-512'), err
     assert not (tmp_path / 'ckpt').exists()
-    monkeypatch.setattr(config, 'cpu_flags', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
-    assert train._bfloat16_refusal(tf) is None
-    monkeypatch.setattr(config, 'cpu_flags', lambda: None)  # not Linux: nothing to go by
-    assert train._bfloat16_refusal(tf) is None
+    monkeypatch.setattr(tf_setup, 'cpu_flags', lambda: {'avx2', 'avx512f', 'avx512_bf16'})
+    assert train._bfloat16_refusal() is None
+    monkeypatch.setattr(tf_setup, 'cpu_flags', lambda: None)  # not Linux: nothing to go by
+    assert train._bfloat16_refusal() is None
 
 
+@pytest.mark.slow
 def test_a_nan_loss_from_the_cli_is_one_line_and_exit_1(demo_dir, tmp_path, capsys):
     import train
     ckpt_dir = str(tmp_path)
@@ -361,13 +377,13 @@ def test_a_nan_loss_from_the_cli_is_one_line_and_exit_1(demo_dir, tmp_path, caps
                        '--quiet'])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and len(err) == 1 and err[0].startswith('error: loss became '), err
-    assert model.find_checkpoints(ckpt_dir) == []
+    assert checkpoints.find_checkpoints(ckpt_dir) == []
 
 
 @pytest.mark.parametrize('task, bad', [(config.EMOTION, -1), (config.SMILE, 5)])
 def test_out_of_range_labels_stop_training_before_anything_is_written(demo_dir, tmp_path, capsys, task, bad):
-    import train
     import data_utils
+    import train
     data_dir = str(tmp_path / 'data')
     shutil.copytree(demo_dir, data_dir)
     path = data_utils.split_path(data_dir, task, 'train')
@@ -382,6 +398,7 @@ def test_out_of_range_labels_stop_training_before_anything_is_written(demo_dir, 
     assert not ckpt_dir.exists()
 
 
+@pytest.mark.slow
 def test_each_epoch_prints_validation_and_best_keeps_the_best_epoch(demo_dir, tmp_path, capsys):
     """best/ holds the epoch of the best mean validation accuracy, even when a resumed run's later epoch is worse."""
     ckpt_dir = str(tmp_path)
@@ -403,7 +420,7 @@ def test_each_epoch_prints_validation_and_best_keeps_the_best_epoch(demo_dir, tm
     assert [round(best['accuracy'][n], 4) for n in ('smile', 'emotion', 'gender')] == printed[best_epoch - 1]
     # best/ holds exactly that epoch's checkpoint, and its weights are the ones evaluated then
     steps = int(re.search(r'model\.ckpt-(\d+)', out).group(1))  # the first epoch's end
-    assert [os.path.basename(p) for p in model.find_checkpoints(os.path.join(ckpt_dir, 'best'))] == [
+    assert [os.path.basename(p) for p in checkpoints.find_checkpoints(os.path.join(ckpt_dir, 'best'))] == [
         'model.ckpt-%d' % (steps * best_epoch)]
     with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
         net, _ = model.load_model(session, os.path.join(ckpt_dir, 'best'))
@@ -412,13 +429,14 @@ def test_each_epoch_prints_validation_and_best_keeps_the_best_epoch(demo_dir, tm
     assert len(os.listdir(os.path.join(ckpt_dir, 'logs'))) == 2  # TensorBoard events, one file for each run
 
 
+@pytest.mark.slow
 def test_init_from_the_shipped_model(demo_dir, tmp_path):
-    if not os.path.isfile(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)):
+    if not os.path.isfile(os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)):
         pytest.skip('this checkout ships no pretrained/weights.npz')
     ckpt_dir = str(tmp_path)
-    _train(demo_dir, ckpt_dir, init_from=model.PRETRAINED_DIR, learning_rate=0.0, max_steps=1)
-    started = tf.train.load_checkpoint(model.find_checkpoints(ckpt_dir)[0])
-    with np.load(os.path.join(model.PRETRAINED_DIR, model.WEIGHTS_FILE)) as shipped:
+    _train(demo_dir, ckpt_dir, init_from=checkpoints.PRETRAINED_DIR, learning_rate=0.0, max_steps=1)
+    started = tf.train.load_checkpoint(checkpoints.find_checkpoints(ckpt_dir)[0])
+    with np.load(os.path.join(checkpoints.PRETRAINED_DIR, checkpoints.WEIGHTS_FILE)) as shipped:
         names = [n for n in shipped.files if not n.endswith(('moving_mean', 'moving_variance'))]
         assert len(names) > 40
         for name in names:  # lr 0: trainable weights exactly as shipped (float16 -> float32)
