@@ -1,6 +1,8 @@
 """The import graph runs one way: each project module imports only modules listed before it in LAYERS."""
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -39,3 +41,14 @@ def test_the_check_sees_an_upward_import(tmp_path):
     path = tmp_path / 'config.py'
     path.write_text('def f():\n    from model import Multitask_BKNet\n')
     assert project_imports(str(path)) == {'model'}
+
+
+def test_importing_the_modules_loads_no_tensorflow_and_decides_no_onednn():
+    """TensorFlow loads when first used, so a command's cli.start can still choose oneDNN after its imports."""
+    code = ('import os, sys; import %s; print("tensorflow" in sys.modules, "TF_ENABLE_ONEDNN_OPTS" in os.environ)'
+            % ', '.join(LAYERS))
+    env = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
+    result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ['False', 'False']
