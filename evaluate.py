@@ -148,7 +148,7 @@ def check_tasks(net, tasks=None, source='the model'):
     missing = [TASK_NAMES[t] for t in tasks if t not in net.tasks]
     if missing:
         raise checkpoints.CheckpointError('%s has no %s head: it was trained for %s only'
-                                    % (source, ' or '.join(missing), ', '.join(TASK_NAMES[t] for t in net.tasks)))
+                                          % (source, ' or '.join(missing), ', '.join(TASK_NAMES[t] for t in net.tasks)))
     return tuple(t for t in TASKS if t in tasks)
 
 
