@@ -13,7 +13,6 @@ import atexit
 import signal
 import sys
 
-import checkpoints
 import config
 import tf_setup
 
@@ -48,6 +47,7 @@ def docstring_parser(doc, examples):
 
 def add_checkpoint_argument(parser):
     """The --checkpoint flag that evaluate.py, predict.py and export.py share."""
+    import checkpoints  # here: importing cli stays light (NumPy and all), as it comes before start()
     parser.add_argument('--checkpoint', default=checkpoints.default_checkpoint(),
                         help='checkpoint prefix, folder (its newest checkpoint or %s) or weights .npz (default: '
                         'pretrained/ if the repo has it, else %s)' % (checkpoints.WEIGHTS_FILE,
