@@ -102,6 +102,26 @@ def test_flags_set_the_config_they_name():
                         batch_size=train.DEMO_BATCH_SIZE, augment=False)
 
 
+def test_every_flag_takes_its_default_written_out_on_the_command_line():
+    """Each setting's default, typed as a user types it, parses and passes the config's checks: a flag whose
+    parser and check disagree (--lr-decay-epochs 4 once parsed 4.0, which the check refused) cannot be used."""
+    import train
+    shown = {'tasks': ['smile', 'emotion', 'gender'], 'task_weights': ['1', '1', '1'], 'data_dir': ['elsewhere'],
+             'init_from': ['pretrained'], 'distill_from': ['pretrained'], 'distill_weight': ['0.5']}
+    for key, default, _ in config.SETTINGS:
+        if isinstance(default, bool):
+            continue  # --x / --no-x: test_flags_set_the_config_they_name
+        flag = config.FLAG_NAMES.get(key, '--' + key.replace('_', '-'))
+        words = shown.get(key, [str(default)])
+        overrides = train.config_overrides(train.parse_args([flag] + words))
+        if key == 'distill_from':
+            overrides['distill_weight'] = 0.5  # the two go together
+        if key == 'distill_weight':
+            overrides['distill_from'] = 'pretrained'
+        resolved = config.resolve_config(**overrides)
+        assert str(resolved[key]) == str(overrides[key]) or resolved[key] == list(overrides[key]), key
+
+
 def test_help_states_every_value_flags_default(capsys):
     import train
     with pytest.raises(SystemExit) as exit_info:
