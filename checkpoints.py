@@ -17,12 +17,18 @@ Public names:
   resume(session, saver, folder) -> the prefix restored (the newest that restores), or None for a new run
   save(session, saver, folder, name=CHECKPOINT_NAME) -> the prefix written, at the graph's global step
   keep_if_best(session, folder, record) -> whether record beat best/ and replaced its checkpoint and best.json
+  lock_run(folder) -> the lock file, held while this process trains there (close it to let go)
   forget_run(folder)               remove a run's checkpoints, best/, logs and config (--fresh)
   remove_leftovers(folder)         remove what a save killed half-way left (TensorFlow's temp files, ours)
 """
 import os
 import re
 import shutil
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs there are not locked
+    fcntl = None
 
 import numpy as np
 
@@ -36,6 +42,7 @@ CHECKPOINT_NAME = 'model.ckpt'
 WEIGHTS_FILE = 'weights.npz'
 BEST_DIR = 'best'
 BEST_FILE = 'best.json'
+LOCK_FILE = 'run.lock'  # holds the PID of the process training in the folder
 # The shipped model (weights.npz + config.json), found beside this file whatever the working folder.
 PRETRAINED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'pretrained')
 
@@ -232,6 +239,28 @@ def keep_if_best(session, folder, record):
             _remove(os.path.join(os.path.dirname(path), name))
     files.write_json(path, record)
     return True
+
+
+def lock_run(folder):
+    """Lock folder for this process's training run; -> the open lock file (closing it lets go). The OS
+    lets go when the process ends, even by kill -9, so no lock outlives its run. CheckpointError naming
+    the process when another one holds it: two runs in one folder would write the same step names."""
+    lock = open(os.path.join(folder, LOCK_FILE), 'a+')
+    if fcntl is None:
+        return lock
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.seek(0)
+        holder = lock.read().strip()
+        lock.close()
+        raise CheckpointError('%s: process %s is training in this folder; wait for it to end or choose another '
+                              '--checkpoint-dir' % (folder, holder or '(starting)')) from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write('%d\n' % os.getpid())
+    lock.flush()
+    return lock
 
 
 def forget_run(folder):

@@ -9,7 +9,7 @@ Public names:
   distilled_labels(train_set, cfg, tasks, load_model, verbose) -> (N, 7) targets mixed with a teacher's
   capped(cfg, step), check_finite(loss, step, epoch, ckpt_dir), progress_bar(steps, epoch, verbose)
   log_epoch(writer, step, tasks, sums, val_name, result, raw, lr, task_weight, verbose)   print + TensorBoard
-  RunFolder(ckpt_dir, fresh)       with-block of a run: the folder made (and cleaned), Ctrl-C / SIGTERM caught
+  RunFolder(ckpt_dir, fresh)       with-block of a run: the folder made, locked and cleaned, Ctrl-C / SIGTERM caught
                                    (.stopped_by), .writer for TensorBoard; an empty folder it made is removed on error
 """
 import math
@@ -154,10 +154,11 @@ def log_epoch(writer, step, tasks, sums, val_name, result, raw, lr, task_weight,
 
 
 class RunFolder(object):
-    """with RunFolder(ckpt_dir, fresh) as run: the run folder exists (an earlier run's files removed when
-    fresh, a killed save's leftovers always), Ctrl-C / SIGTERM only set run.stopped_by so the loop can
-    save before leaving, and run.writer writes TensorBoard logs. A failure before anything was written
-    (bad --init-from weights, say) removes the folder again if this run made it."""
+    """with RunFolder(ckpt_dir, fresh) as run: the run folder exists and is locked for this process
+    (checkpoints.lock_run), an earlier run's files are removed when fresh and a killed save's leftovers
+    always; Ctrl-C / SIGTERM only set run.stopped_by so the loop can save before leaving, and run.writer
+    writes TensorBoard logs. A failure before anything was written (bad --init-from weights, say)
+    removes the folder again if this run made it."""
 
     def __init__(self, ckpt_dir, fresh=False):
         self.ckpt_dir, self.fresh = ckpt_dir, fresh
@@ -168,6 +169,7 @@ class RunFolder(object):
     def __enter__(self):
         self._created = not os.path.isdir(self.ckpt_dir)
         os.makedirs(self.ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
+        self._lock = checkpoints.lock_run(self.ckpt_dir)  # before any clean-up: another run's files stay whole
         if self.fresh:
             checkpoints.forget_run(self.ckpt_dir)
         checkpoints.remove_leftovers(self.ckpt_dir)
@@ -190,6 +192,8 @@ class RunFolder(object):
             signal.signal(sig, handler)
         if self._writer is not None:
             self._writer.close()
-        if error is not None and self._created and not os.listdir(self.ckpt_dir):
+        self._lock.close()
+        if error is not None and self._created and os.listdir(self.ckpt_dir) == [checkpoints.LOCK_FILE]:
+            os.remove(os.path.join(self.ckpt_dir, checkpoints.LOCK_FILE))
             os.rmdir(self.ckpt_dir)
         return False

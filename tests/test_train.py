@@ -472,3 +472,28 @@ def test_demo_training_beats_chance_on_every_task(demo_dir, demo_checkpoint):
     accuracy = {t: result[t]['correct'] / result[t]['count'] for t in TASKS}
     assert accuracy[config.SMILE] > 0.8 and accuracy[config.GENDER] > 0.8, accuracy
     assert accuracy[config.EMOTION] > 0.4, accuracy
+
+
+def test_a_second_run_in_a_folder_being_trained_in_is_one_line_naming_the_process(demo_dir, tmp_path, capsys):
+    """While a run holds its folder, another train.py there stops in one line and writes nothing; killed
+    with SIGKILL, the holder leaves no stale lock (the OS lets go of it)."""
+    import train
+    ckpt_dir = str(tmp_path / 'run')
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time, training\n'
+                               'with training.RunFolder(sys.argv[1]):\n    time.sleep(300)', ckpt_dir], cwd=ROOT)
+    lock = os.path.join(ckpt_dir, checkpoints.LOCK_FILE)
+    try:
+        deadline = time.time() + 120
+        while not (os.path.isfile(lock) and open(lock).read().strip()) and time.time() < deadline:
+            time.sleep(0.1)
+        assert open(lock).read().strip() == str(holder.pid)
+        assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', ckpt_dir, '--max-steps', '1', '--quiet']) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == ['error: %s: process %d is training in this folder; wait for it to end or choose another '
+                       '--checkpoint-dir' % (ckpt_dir, holder.pid)]
+        assert os.listdir(ckpt_dir) == [checkpoints.LOCK_FILE]
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    with training.RunFolder(ckpt_dir):  # kill -9 left no lock behind
+        assert open(lock).read().strip() == str(os.getpid())
