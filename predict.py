@@ -40,6 +40,7 @@ Public names:
   benchmark(predictor, picture, runs) -> (faces, session call ms, end-to-end ms), p50 each
   open_video(path), open_camera(index)   an OpenCV capture; DataError naming what cannot be opened
   output_paths(out, count), write_image(path, picture)   where --out's annotated pictures go, and writing one
+  refuse_input_as_output(inputs, outputs)   DataError when an output is an input (same file by any path)
 """
 import json
 import os
@@ -372,6 +373,14 @@ def parse_args(argv=None):
     return args
 
 
+def refuse_input_as_output(inputs, outputs):
+    """DataError when an output would overwrite an input (the same file, through any path or link)."""
+    for out in outputs:
+        for path in inputs:
+            if os.path.exists(out) and os.path.exists(path) and os.path.samefile(out, path):
+                raise DataError('%s: --out would overwrite the input %s; choose another file' % (out, path))
+
+
 def _open_stream(args):
     """-> (source name, capture) of --video or --camera; (None, None) for pictures."""
     if args.video is not None:
@@ -423,6 +432,8 @@ def main(argv=None):
         # Missing and oversized pictures fail before the model is loaded; each is decoded only when its turn comes.
         for path in args.images:
             check_picture(path)
+        refuse_input_as_output(args.images + [args.video] * (args.video is not None),
+                               outputs or [args.out] * (args.out is not None))
         source, capture = _open_stream(args)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
             predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side)

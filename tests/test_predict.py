@@ -4,6 +4,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import struct
 import subprocess
@@ -384,3 +385,22 @@ def test_json_and_text_of_a_model_with_fewer_heads(demo_dir, files, tmp_path):
     assert len(faces_found) == 3 and [sorted(face) for face in faces_found] == [['box', 'gender']] * 3
     code, out, err = run_main([files['faces.jpg'], '--checkpoint', ckpt_dir])
     assert code == 0 and out.count('P(male)') == 3 and 'smile' not in out and 'emotion' not in out
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_is_read(files, tmp_path):
+    """--out naming the input video or picture (itself, through a link or another path) would overwrite it."""
+    clip, picture = tmp_path / 'clip.avi', tmp_path / 'a.jpg'
+    shutil.copy(files['clip.avi'], clip)
+    shutil.copy(files['faces.jpg'], picture)
+    os.symlink(clip, tmp_path / 'link.avi')
+    before = {path: path.read_bytes() for path in (clip, picture)}
+    no_model = ['--checkpoint', str(tmp_path / 'no_model')]  # refused before the model would be looked for
+    for out in (str(clip), str(tmp_path / 'link.avi'), os.path.join(str(tmp_path), '.', 'clip.avi')):
+        assert run_main(['--video', str(clip), '--out', out] + no_model) == (
+            2, '', 'error: %s: --out would overwrite the input %s; choose another file\n' % (out, clip))
+    assert run_main([str(picture), '--out', str(picture)] + no_model)[2].startswith('error: %s: --out' % picture)
+    second = tmp_path / 'out_2.jpg'  # two pictures and --out out.jpg write out_1.jpg and out_2.jpg
+    shutil.copy(picture, second)
+    assert run_main([str(picture), str(second), '--out', str(tmp_path / 'out.jpg')] + no_model)[2] == (
+        'error: %s: --out would overwrite the input %s; choose another file\n' % (second, second))
+    assert {path: path.read_bytes() for path in (clip, picture)} == before
