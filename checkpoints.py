@@ -148,6 +148,8 @@ def restore(session, variables, path):
             tf.train.Saver(names).restore(session, path)
     except (tf.errors.OpError, ValueError) as err:
         raise CheckpointError('%s: cannot restore this model from it (%s)' % (path, _first_line(err))) from None
+    for var, value in zip(variables, session.run(variables)):
+        _check_finite(path, var.op.name, value)
     return path
 
 
@@ -174,12 +176,17 @@ def _checked_weight(path, arrays, name, shape):
     if value.shape != shape:
         raise CheckpointError('%s does not match this model (%s has shape %s, expected %s)'
                               % (path, name, value.shape, shape))
-    # Integer or non-finite weights load fine and then predict at chance, silently.
+    # Integer weights load fine and then predict at chance, silently.
     if not np.issubdtype(value.dtype, np.floating):
         raise CheckpointError('%s: %s holds %s values, expected floats' % (path, name, value.dtype))
+    _check_finite(path, name, value)
+    return value.astype(np.float32)
+
+
+def _check_finite(path, name, value):
+    """NaN or infinite weights load fine and then predict at chance (or NaN), silently."""
     if not np.isfinite(value).all():
         raise CheckpointError('%s: %s holds %d NaN or infinite value(s)' % (path, name, int((~np.isfinite(value)).sum())))
-    return value.astype(np.float32)
 
 
 def save_weights(path, weights, dtype=np.float16):
@@ -214,6 +221,10 @@ def resume(session, saver, folder):
     if candidates or _checkpoint_files(folder):
         raise CheckpointError('%s holds checkpoint files but none restores (newest: %s); use --fresh to start '
                               'over or another --checkpoint-dir' % (folder, (candidates or ['no .index'])[0]))
+    best = find_checkpoints(os.path.join(folder, BEST_DIR))
+    if best:  # its epoch checkpoints are gone: starting over here would replace best/ without a word
+        raise CheckpointError('%s holds only %s, no checkpoint to resume; start from it with --init-from %s in '
+                              'another --checkpoint-dir, or use --fresh' % (folder, best[0], os.path.dirname(best[0])))
     return None
 
 

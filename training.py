@@ -167,6 +167,11 @@ class RunFolder(object):
         self._previous = {}
 
     def __enter__(self):
+        shipped = checkpoints.PRETRAINED_DIR
+        if os.path.isdir(self.ckpt_dir) and os.path.isdir(shipped) and os.path.samefile(self.ckpt_dir, shipped):
+            raise checkpoints.CheckpointError('%s holds the shipped model and is never trained in: choose another '
+                                              '--checkpoint-dir (start from it with --init-from %s)'
+                                              % (self.ckpt_dir, self.ckpt_dir))
         self._created = not os.path.isdir(self.ckpt_dir)
         os.makedirs(self.ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
         self._lock = checkpoints.lock_run(self.ckpt_dir)  # before any clean-up: another run's files stay whole

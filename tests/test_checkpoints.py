@@ -279,3 +279,53 @@ def test_a_config_from_before_validation_and_the_average_resumes_as_it_was(tmp_p
     cfg = checkpoints.load_config(str(tmp_path))
     assert (cfg['validation_fraction'], cfg['ema_decay']) == (0.0, 0.0)
     assert config.resolve_config()['ema_decay'] == config.DEFAULTS['ema_decay'] > 0  # new runs keep the average
+
+
+# ----------------------------------------------------------------------------- folders no run may use
+
+def _untrained_checkpoint(folder, poison=None):
+    """A checkpoint of a fresh model saved in folder with its config.json (poison: a variable set to NaN)."""
+    os.makedirs(folder, exist_ok=True)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, verbose=False, checkpoint_dir=folder, ema_decay=0.0)  # no shadows
+        session.run(tf.global_variables_initializer())
+        if poison:
+            var = next(v for v in net.model_variables if v.op.name == poison)
+            value = session.run(var)
+            value.flat[0] = np.nan
+            var.load(value, session)
+        checkpoints.write_config(folder, net.config)
+        return checkpoints.save(session, net.saver, folder)
+
+
+def test_nan_in_a_tensorflow_checkpoint_is_one_line_naming_the_variable(tmp_path):
+    prefix = _untrained_checkpoint(str(tmp_path / 'run'), poison='head_emotion/logits/weights')
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        with pytest.raises(checkpoints.CheckpointError) as info:
+            model.load_model(session, str(tmp_path / 'run'))
+    assert str(info.value) == '%s: head_emotion/logits/weights holds 1 NaN or infinite value(s)' % prefix
+
+
+def test_a_folder_holding_only_best_is_refused_not_started_over(tmp_path):
+    run = str(tmp_path / 'run')
+    best = _untrained_checkpoint(os.path.join(run, checkpoints.BEST_DIR))
+    shutil.copy(os.path.join(run, checkpoints.BEST_DIR, checkpoints.CONFIG_FILE), run)
+    before = _contents(run)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, verbose=False)
+        with pytest.raises(checkpoints.CheckpointError) as info:
+            checkpoints.resume(session, net.saver, run)
+    assert str(info.value) == ('%s holds only %s, no checkpoint to resume; start from it with --init-from %s in '
+                               'another --checkpoint-dir, or use --fresh' % (run, best, os.path.dirname(best)))
+    assert _contents(run) == before
+
+
+def test_the_shipped_models_folder_is_never_trained_in(tmp_path):
+    import training
+    os.symlink(checkpoints.PRETRAINED_DIR, str(tmp_path / 'link'))
+    before = _contents(checkpoints.PRETRAINED_DIR)
+    for folder in (checkpoints.PRETRAINED_DIR, str(tmp_path / 'link')):
+        with pytest.raises(checkpoints.CheckpointError, match='holds the shipped model and is never trained in'):
+            with training.RunFolder(folder):
+                pass
+    assert _contents(checkpoints.PRETRAINED_DIR) == before
