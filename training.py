@@ -173,8 +173,12 @@ class RunFolder(object):
                                               '--checkpoint-dir (start from it with --init-from %s)'
                                               % (self.ckpt_dir, self.ckpt_dir))
         self._created = not os.path.isdir(self.ckpt_dir)
-        os.makedirs(self.ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
-        self._lock = checkpoints.lock_run(self.ckpt_dir)  # before any clean-up: another run's files stay whole
+        try:
+            os.makedirs(self.ckpt_dir, exist_ok=True)  # only now: bad data must not leave a run folder behind
+            self._lock = checkpoints.lock_run(self.ckpt_dir)  # before any clean-up: another run's files stay whole
+        except OSError as err:  # a file in the way, a read-only disk, no permission
+            raise checkpoints.CheckpointError('%s: cannot train in this folder (%s)'
+                                              % (self.ckpt_dir, err.strerror or err)) from None
         if self.fresh:
             checkpoints.forget_run(self.ckpt_dir)
         checkpoints.remove_leftovers(self.ckpt_dir)

@@ -329,3 +329,13 @@ def test_the_shipped_models_folder_is_never_trained_in(tmp_path):
             with training.RunFolder(folder):
                 pass
     assert _contents(checkpoints.PRETRAINED_DIR) == before
+
+
+def test_a_checkpoint_dir_that_cannot_be_a_folder_is_one_line(demo_dir, tmp_path, capsys):
+    import train
+    (tmp_path / 'taken').write_text('a file of mine')
+    for folder in (tmp_path / 'taken', tmp_path / 'taken' / 'run'):
+        assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(folder), '--max-steps', '1', '--quiet']) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith('error: %s: cannot train in this folder (' % folder), err
+    assert (tmp_path / 'taken').read_text() == 'a file of mine'
