@@ -7,13 +7,15 @@ Public names:
   IMAGE_SIZE                      faces are IMAGE_SIZE x IMAGE_SIZE grayscale
   SETTINGS                        (key, default, help) of every training / model setting
   DEFAULTS                        {key: default} of SETTINGS; every train.py flag overrides one
-  CHOICES                         the values a setting with choices takes
+  CHOICES, RANGES, PATHS, OPTIONAL_PATHS   the values a setting may take: choices, a number's bounds, paths
+  INVOCATION_KEYS, BEFORE_THE_KEY  keys config.json never keeps; what an older config.json meant by leaving one out
   resolve_config(cfg=None, **overrides) -> DEFAULTS with cfg and the overrides applied, checked (ValueError)
   resume_config(saved, overrides, where) -> a resumed run's config: saved + overrides, architecture kept
   saved_config(cfg)               what config.json keeps (not the one-command keys such as max_steps)
   from_saved(saved)               a config.json's content -> the resolved config it stands for
   ARCHITECTURE_KEYS               the keys a resumed run cannot change (its checkpoint's variables depend on them)
   add_flags(parser), overrides(args)   train.py's flags, generated from SETTINGS; the values they set
+  FLAG_NAMES, METAVARS, SHOWN_DEFAULTS, OFF_FLAGS   where a flag differs from --key-with-dashes and a plain value
 """
 import math
 
