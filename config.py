@@ -15,6 +15,7 @@ Public names:
   from_saved(saved)               a config.json's content -> the resolved config it stands for
   ARCHITECTURE_KEYS               the keys a resumed run cannot change (its checkpoint's variables depend on them)
   add_flags(parser), overrides(args)   train.py's flags, generated from SETTINGS; the values they set
+  flag_name(key)                  the flag of one setting ('--lr' for learning_rate)
   FLAG_NAMES, METAVARS, SHOWN_DEFAULTS, OFF_FLAGS   where a flag differs from --key-with-dashes and a plain value
 """
 import math
@@ -222,7 +223,7 @@ OFF_FLAGS = dict(augment=('--no-augment', 'train on the faces as they are'),
 def add_flags(parser):
     """One flag per SETTINGS entry, its help ending '(default: ...)'; each is None unless given (overrides())."""
     for key, default, text in SETTINGS:
-        flag = FLAG_NAMES.get(key, '--' + key.replace('_', '-'))
+        flag = flag_name(key)
         options = dict(dest=key, default=None, help='%s (default: %s)' % (text, _default_text(key).replace('%', '%%')))
         if isinstance(default, bool):
             parser.add_argument(flag, action='store_true', **options)
@@ -238,6 +239,11 @@ def add_flags(parser):
         if key in METAVARS:
             options['metavar'] = METAVARS[key]
         parser.add_argument(flag, **options)
+
+
+def flag_name(key):
+    """The train.py flag that sets a setting: '--' + key with dashes, or its FLAG_NAMES entry."""
+    return FLAG_NAMES.get(key, '--' + key.replace('_', '-'))
 
 
 def _default_text(key):

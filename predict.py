@@ -432,8 +432,8 @@ def main(argv=None):
         # Missing and oversized pictures fail before the model is loaded; each is decoded only when its turn comes.
         for path in args.images:
             check_picture(path)
-        refuse_input_as_output(args.images + [args.video] * (args.video is not None),
-                               outputs or [args.out] * (args.out is not None))
+        inputs = args.images + ([args.video] if args.video is not None else [])
+        refuse_input_as_output(inputs, outputs or ([args.out] if args.out else []))  # a stream's one --out
         source, capture = _open_stream(args)
         with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
             predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side)

@@ -127,14 +127,15 @@ def test_genki_split_is_seeded(tmp_path, genki):
     assert runs['a'] != runs['c']
 
 
-def _genki_copy(genki, tmp_path):
-    folder = str(tmp_path / 'GENKI4K')
-    shutil.copytree(genki[0], folder)
+def _copy(source, tmp_path):
+    """A copy of a fixture's folder (genki[0], wiki[0]) in tmp_path, under the same name, for a test to damage."""
+    folder = str(tmp_path / os.path.basename(str(source)))
+    shutil.copytree(source, folder)
     return folder
 
 
 def test_genki_missing_labels(tmp_path, genki, capsys):
-    folder = _genki_copy(genki, tmp_path)
+    folder = _copy(genki[0], tmp_path)
     os.remove(os.path.join(folder, 'labels.txt'))
     assert_refused(['--genki', folder], tmp_path / 'data', capsys, os.path.join(folder, 'labels.txt') + ': file not found')
     assert_refused(['--genki', folder + 'X'], tmp_path / 'data', capsys, folder + 'X: folder not found')
@@ -142,7 +143,7 @@ def test_genki_missing_labels(tmp_path, genki, capsys):
 
 @pytest.mark.parametrize('bad', ['2 0.1 0.2 0.3', '1 0.1 0.2', 'yes 0.1 0.2 0.3', '1 0.1 abc 0.3', ''])
 def test_genki_bad_label_line(tmp_path, genki, capsys, bad):
-    folder = _genki_copy(genki, tmp_path)
+    folder = _copy(genki[0], tmp_path)
     path = os.path.join(folder, 'labels.txt')
     lines = open(path).read().splitlines()
     lines[2] = bad
@@ -151,7 +152,7 @@ def test_genki_bad_label_line(tmp_path, genki, capsys, bad):
 
 
 def test_genki_unreadable_and_missing_images(tmp_path, genki, capsys):
-    folder = _genki_copy(genki, tmp_path)
+    folder = _copy(genki[0], tmp_path)
     broken = os.path.join(folder, 'files', 'file0005.jpg')
     open(broken, 'wb').write(b'this is not a jpeg')
     assert_refused(['--genki', folder], tmp_path / 'data', capsys, broken + ': not a readable image')
@@ -263,14 +264,8 @@ def test_wiki_import(tmp_path, wiki, capsys):
     assert seen[blank.tobytes()] == 1
 
 
-def _wiki_copy(wiki, tmp_path):
-    folder = str(tmp_path / 'wiki_crop')
-    shutil.copytree(wiki[0], folder)
-    return folder
-
-
 def test_wiki_bad_mat_files(tmp_path, wiki, capsys):
-    folder = _wiki_copy(wiki, tmp_path)
+    folder = _copy(wiki[0], tmp_path)
     mat = os.path.join(folder, 'wiki.mat')
     os.remove(mat)
     assert_refused(['--wiki', folder], tmp_path / 'data', capsys, mat + ': file not found')
@@ -289,7 +284,7 @@ def test_wiki_bad_mat_files(tmp_path, wiki, capsys):
 
 
 def test_wiki_unreadable_and_missing_images(tmp_path, wiki, capsys):
-    folder = _wiki_copy(wiki, tmp_path)
+    folder = _copy(wiki[0], tmp_path)
     broken = os.path.join(folder, '01', '2001_1960-05-02_1999.jpg')
     open(broken, 'wb').write(b'GIF89a garbage')
     assert_refused(['--wiki', folder], tmp_path / 'data', capsys, broken + ': not a readable image')

@@ -111,9 +111,8 @@ def test_every_flag_takes_its_default_written_out_on_the_command_line():
     for key, default, _ in config.SETTINGS:
         if isinstance(default, bool):
             continue  # --x / --no-x: test_flags_set_the_config_they_name
-        flag = config.FLAG_NAMES.get(key, '--' + key.replace('_', '-'))
         words = shown.get(key, [str(default)])
-        overrides = train.config_overrides(train.parse_args([flag] + words))
+        overrides = train.config_overrides(train.parse_args([config.flag_name(key)] + words))
         if key == 'distill_from':
             overrides['distill_weight'] = 0.5  # the two go together
         if key == 'distill_weight':
