@@ -7,6 +7,7 @@ Public names:
   session_config(bfloat16=False)  a ConfigProto that trains on a GPU when there is one (bfloat16 on an AMX CPU)
   cpu_flags(cpuinfo)              the CPU's feature flags as Linux lists them, or None where it cannot tell
   device_name()                   'GPU (...)' or 'CPU (2 cores, oneDNN on)': what training runs on
+  stderr_silenced()               a context that sends file descriptor 2 to /dev/null: C++ libraries' logs
 """
 import contextlib
 import os
@@ -27,7 +28,7 @@ def import_tf(onednn=None):
     if _v1 is None:
         os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
         if 'tensorflow' not in sys.modules:
-            with _stderr_silenced():  # C++ logs printed before absl is initialised ignore the env var
+            with stderr_silenced():  # C++ logs printed before absl is initialised ignore the env var
                 import tensorflow
                 tensorflow.config.list_physical_devices('GPU')  # its CUDA probe logs an error when there is no GPU
         import tensorflow
@@ -52,7 +53,7 @@ tf = _TensorFlowOnFirstUse()
 
 
 @contextlib.contextmanager
-def _stderr_silenced():
+def stderr_silenced():
     try:
         saved = os.dup(2)
     except OSError:  # no real stderr (some notebook front ends)
