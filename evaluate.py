@@ -4,6 +4,7 @@
   python evaluate.py --checkpoint checkpoints/demo    data from the data_dir in its config.json (--data-dir overrides)
   python evaluate.py --tta                            also the test-time-average numbers (--tta-views, default 18)
   python evaluate.py --limit 50                       smoke test: the first 50 faces of each split
+  python evaluate.py --checkpoint exported/bknet_int8.tflite --data-dir data/real   a .tflite file (export.py --tflite)
   python evaluate.py --tasks emotion                  only these of the model's heads (default: all it has)
   python evaluate.py --out reports/demo               where evaluation.json and the PNGs go
 
@@ -51,9 +52,8 @@ import config
 import data_provider
 import data_utils
 import files
+import litert_model
 import metrics
-import model
-import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES, TASKS
 from tf_setup import tf
 
@@ -308,8 +308,8 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     try:
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
-            net, path = model.load_model(session, args.checkpoint)
+        with litert_model.session_for(args.checkpoint) as session:  # none for a .tflite file
+            net, path = litert_model.load_model(session, args.checkpoint)
             tasks = check_tasks(net, config.task_indexes(args.tasks) if args.tasks else None, path)
             report = evaluate(net, args.data_dir or net.config['data_dir'], args.tta, args.batch_size, args.limit,
                               args.tta_views, args.validation, tasks)

@@ -8,6 +8,7 @@
   python predict.py photo.jpg --benchmark 100          p50 latency: session call alone, and with detection
   python predict.py group.jpg --detect-side 960        search at a larger size: slower, finds smaller faces
   python predict.py photo.jpg --detector haar          OpenCV's Haar cascade instead of YuNet
+  python predict.py photo.jpg --engine litert --checkpoint exported/bknet_int8.tflite   run export.py --tflite's file
 
 The model is the newest checkpoint of --checkpoint (default: pretrained/ when the repo ships it,
 else checkpoints/). Faces are found by faces.detect_faces (YuNet by default, each face in the box
@@ -28,10 +29,11 @@ Public names:
   picture_size(path)                (width, height) from a PNG or JPEG header; None for other formats
   check_picture(path)               DataError naming the file if it is missing or larger than MAX_PIXELS
   read_image(path)                  a picture file -> BGR uint8; DataError naming the file if unreadable
-  Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None)
+  Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None, engine=None)
                                     predictor(picture, boxes=None) -> [(box, {task: probabilities})], largest
                                     face first (found by the detector unless boxes are given); views > 1
-                                    averages test-time views (data_provider.tta_views)
+                                    averages test-time views (data_provider.tta_views); a .tflite checkpoint
+                                    runs in LiteRT (litert_model.py; session unused, may be None)
   describe(box, probabilities, track=None) -> one face as a JSON-ready dict (the tasks the model has)
   format_face(face)                 one described face as a line of text
   annotate(picture, described)      draw the described faces' boxes and labels in place
@@ -70,12 +72,10 @@ import numpy as np
 import checkpoints
 import data_provider
 import faces
-import model
-import tf_setup
+import litert_model
 import tracking
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 from data_utils import DataError
-from tf_setup import tf
 
 # Larger pictures are refused before they are decoded: 120 megapixels lets the largest phone
 # photos (108) through and keeps a decoded picture under 0.5 GB.
@@ -142,8 +142,8 @@ def read_image(path):
 class Predictor(object):
     """The restored model plus face detection: one session call per picture."""
 
-    def __init__(self, session, checkpoint, views=1, detector=faces.DEFAULT_DETECTOR, detect_side=None):
-        self.net, self.checkpoint = model.load_model(session, checkpoint)
+    def __init__(self, session, checkpoint, views=1, detector=faces.DEFAULT_DETECTOR, detect_side=None, engine=None):
+        self.net, self.checkpoint = litert_model.load_model(session, checkpoint, engine)
         self.views = views
         self.detector, self.detect_side = detector, detect_side
 
@@ -337,6 +337,9 @@ def parse_args(argv=None):
                    help='average each face over this many test-time views: 2 adds the mirror image, 18 also shifts '
                         'by -%d, 0, +%d px (a few points more accurate on FER-2013, 18 network passes) (default: 1)'
                         % (data_provider.TTA_SHIFT, data_provider.TTA_SHIFT))
+    p.add_argument('--engine', choices=litert_model.ENGINES,
+                   help='tf: restore the checkpoint in a TensorFlow session; litert: run a .tflite file of export.py '
+                        '--tflite with LiteRT, several times faster on CPU (default: litert for a .tflite --checkpoint)')
     p.add_argument('--detector', choices=faces.DETECTORS, default=faces.DEFAULT_DETECTOR,
                    help='face detector: yunet (a small CNN, finds turned and small faces) or haar (OpenCV\'s '
                         'cascade, what the training crops used) (default: %(default)s)')
@@ -435,8 +438,8 @@ def main(argv=None):
         inputs = args.images + ([args.video] if args.video is not None else [])
         refuse_input_as_output(inputs, outputs or ([args.out] if args.out else []))  # a stream's one --out
         source, capture = _open_stream(args)
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
-            predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side)
+        with litert_model.session_for(args.checkpoint, args.engine) as session:  # none for LiteRT
+            predictor = Predictor(session, args.checkpoint, args.tta_views, args.detector, args.detect_side, args.engine)
             if not args.images:
                 _annotate_stream(args, predictor, source, capture)
                 return 0
