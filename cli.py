@@ -49,7 +49,8 @@ def add_checkpoint_argument(parser):
     """The --checkpoint flag that evaluate.py, predict.py and export.py share."""
     import checkpoints  # here: importing cli stays light (NumPy and all), as it comes before start()
     parser.add_argument('--checkpoint', default=checkpoints.default_checkpoint(),
-                        help='checkpoint prefix, folder (its newest checkpoint or %s) or weights .npz (default: '
+                        help='checkpoint prefix, folder (its newest checkpoint or %s), weights .npz or, for evaluate.py '
+                        'and predict.py, a .tflite file of export.py --tflite (default: '
                         'pretrained/ if the repo has it, else %s)' % (checkpoints.WEIGHTS_FILE,
                                                                       config.DEFAULTS['checkpoint_dir']))
 
