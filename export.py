@@ -69,6 +69,7 @@ import data_utils
 import evaluate
 import files
 import model
+import tf_setup
 from config import CLASS_NAMES, EMOTION, IMAGE_SIZE, TASK_NAMES
 from tf_setup import tf
 
@@ -227,7 +228,8 @@ def _convert(saved_model, precision, calibration=None):
     if precision == 'int8':
         converter.representative_dataset = lambda: ([face[None]] for face in calibration)
         converter.target_spec.supported_ops = [tensorflow.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter.convert()
+    with tf_setup.stderr_silenced():  # the converter's C++ logs its settings there; a failure raises with its reason
+        return converter.convert()
 
 
 @contextlib.contextmanager
