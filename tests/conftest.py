@@ -150,6 +150,35 @@ def run_interrupted(script, when, *args, timeout=180):
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
+# Runs `python script args` and kills it with SIGKILL (no clean-up runs, as when the power goes)
+# right after its Nth call of os.replace or os.rename; with 'final', only calls that move a file to
+# its final place count (not into a hidden name or a hidden temp folder): a many-file output half published.
+KILL = """
+import os, runpy, signal, sys
+script, function, n, which = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.argv = [script] + sys.argv[5:]
+real, calls = getattr(os, function), []
+
+def killed_after(src, dst, *args, **kwargs):
+    result = real(src, dst, *args, **kwargs)
+    hidden = os.path.basename(dst).startswith('.') or '/.tmp-' in os.path.abspath(dst)
+    calls.extend([dst] if which == 'any' or not hidden else [])
+    if len(calls) == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+setattr(os, function, killed_after)
+runpy.run_path(script, run_name='__main__')
+"""
+
+
+def run_killed(script, function, n, which, *args, timeout=180):
+    """-> CompletedProcess of script killed by SIGKILL right after its nth os.<function> call (see KILL)."""
+    result = subprocess.run([sys.executable, '-c', KILL, script, function, str(n), which] + [str(a) for a in args],
+                            cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == -9, (result.returncode, result.stderr[-2000:])
+    return result
+
+
 def assert_interrupted(result):
     """Exit code 130 and the one line 'interrupted' last on stderr (TensorFlow may log before it), no traceback."""
     assert result.returncode == 130, result.stderr

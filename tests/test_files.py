@@ -48,3 +48,70 @@ def test_remove_leftovers_takes_only_names_with_the_prefix_or_matched(tmp_path):
     assert removed == ['.tmp-a1-config.json', 'model.ckpt-3_temp']
     assert sorted(os.listdir(tmp_path)) == ['config.json', 'notes.tmp']
     assert files.remove_leftovers(str(tmp_path / 'absent')) == []
+
+
+def test_a_clean_up_never_takes_what_a_live_writer_holds(tmp_path):
+    """Another process's clean-up (here: the same call, which the OS lock treats alike) leaves a write under way alone."""
+    with files.atomic_write(str(tmp_path / 'a.json'), 'w') as f:
+        f.write('{}')
+        with files.staging_folder(str(tmp_path), files.TEMP_PREFIX + 'export-') as folder:
+            assert files.remove_leftovers(str(tmp_path)) == []
+            assert os.path.isdir(folder) and len(os.listdir(tmp_path)) == 2
+    assert os.listdir(tmp_path) == ['a.json']
+
+
+REPLACE = """
+import sys
+sys.path.insert(0, {root!r})
+import files
+files.replace_folder({built!r}, {out!r})
+"""
+
+
+@pytest.mark.parametrize('renames', [1, 2])
+def test_a_folder_replace_killed_between_or_after_its_renames_loses_nothing(tmp_path, capsys, renames):
+    from conftest import ROOT, run_killed
+    out, built = tmp_path / 'export', tmp_path / '.tmp-export-x1' / 'saved_model'
+    out.mkdir()
+    (out / 'saved_model.pb').write_text('old')
+    built.mkdir(parents=True)
+    (built / 'saved_model.pb').write_text('new')
+    script = tmp_path / 'replace.py'
+    script.write_text(REPLACE.format(root=ROOT, built=str(built), out=str(out)))
+    run_killed(str(script), 'rename', renames, 'any')  # SIGKILL after the old folder moved aside (1), or both (2)
+    assert sorted(os.listdir(tmp_path)) == sorted(['.tmp-export-x1', 'replace.py'] +
+                                                  (['.old-export'] if renames == 1 else ['.old-export', 'export']))
+    removed = files.remove_leftovers(str(tmp_path), files.TEMP_PREFIX + 'export-')
+    assert removed == (['.tmp-export-x1'] if renames == 1 else ['.old-export', '.tmp-export-x1'])
+    assert ('put back %s from %s' % (out, tmp_path / '.old-export') in capsys.readouterr().out) == (renames == 1)
+    assert (out / 'saved_model.pb').read_text() == ('old' if renames == 1 else 'new')
+    assert sorted(os.listdir(tmp_path)) == ['export', 'replace.py']
+
+
+def test_a_replace_under_way_is_not_undone_by_a_clean_up(tmp_path):
+    import fcntl
+    (tmp_path / '.old-export').mkdir()  # another process has moved the old folder aside and holds it
+    fd = os.open(str(tmp_path / '.old-export'), os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        assert files.remove_leftovers(str(tmp_path)) == [] and os.listdir(tmp_path) == ['.old-export']
+    finally:
+        os.close(fd)
+
+
+def test_a_set_published_half_way_stays_listed_until_published_whole(tmp_path):
+    a, b, c = (str(tmp_path / name) for name in ('a.json', 'b.png', 'c.png'))
+    with pytest.raises(KeyboardInterrupt):
+        with files.publishing(str(tmp_path), [a, b]):
+            files.write_json(a, 1)
+            raise KeyboardInterrupt  # stopped before b.png
+    expected = ('%s: the run that was replacing it and the files written with it stopped half-way (listed in %s), '
+                'so it may not match them' % (a, tmp_path / files.UNFINISHED))
+    assert files.unfinished(a) == expected and files.unfinished(b) and files.unfinished(c) is None
+    assert files.read_json(str(tmp_path / files.UNFINISHED)) == ['a.json', 'b.png']
+    with files.publishing(str(tmp_path), [b, c]):  # a later set with other files: only its own come off the list
+        pass
+    assert files.read_json(str(tmp_path / files.UNFINISHED)) == ['a.json'] and files.unfinished(b) is None
+    with files.publishing(str(tmp_path), [a]):
+        pass
+    assert os.listdir(tmp_path) == ['a.json'] and files.unfinished(a) is None
