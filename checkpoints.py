@@ -14,12 +14,16 @@ Public names:
   default_checkpoint()             pretrained/ when the repo ships a model, else config.DEFAULTS['checkpoint_dir']
   restore(session, variables, path) -> the file read: inference weights, the moving average where one is stored
   save_weights(path, weights, dtype=np.float16)   {name: array} as an .npz, atomically
-  resume(session, saver, folder) -> the prefix restored (the newest that restores), or None for a new run
+  resume(session, saver, folder) -> the prefix restored (the newest that restores), or None for a new run;
+                                   files of checkpoints whose .index is gone are removed
   save(session, saver, folder, name=CHECKPOINT_NAME) -> the prefix written, at the graph's global step
-  keep_if_best(session, folder, record) -> whether record beat best/ and replaced its checkpoint and best.json
+                                   (CheckpointError in one line on a full disk or an unwritable folder)
+  keep_if_best(session, folder, record) -> whether record beat best/ and replaced it (checkpoint and
+                                   best.json) in one step
   lock_run(folder) -> the lock file, held while this process trains there (close it to let go)
   forget_run(folder)               remove a run's checkpoints, best/, logs and config (--fresh)
-  remove_leftovers(folder)         remove what a save killed half-way left (TensorFlow's temp files, ours)
+  remove_leftovers(folder)         remove what a save killed half-way left (TensorFlow's temp files, ours),
+                                   and put back a best/ whose replacement was killed
 """
 import os
 import re
@@ -119,7 +123,11 @@ def load_config(path):
 
 def write_config(folder, cfg):
     """folder/config.json: what load_config rebuilds the model from (config.saved_config of cfg)."""
-    files.write_json(os.path.join(folder, CONFIG_FILE), config.saved_config(cfg))
+    path = os.path.join(folder, CONFIG_FILE)
+    try:
+        files.write_json(path, config.saved_config(cfg))
+    except OSError as err:  # a full disk, a read-only folder
+        raise CheckpointError('%s: cannot write it (%s)' % (path, err.strerror or err)) from None
 
 
 def default_checkpoint():
@@ -158,6 +166,9 @@ def _load_npz(session, variables, path):
         data_utils.check_npz(path)
     except data_utils.DataError as err:
         raise CheckpointError(str(err)) from None
+    half = files.unfinished(path)
+    if half:
+        raise CheckpointError(half + '; export the model again')
     try:
         with np.load(path, allow_pickle=False) as arrays:
             for var in variables:
@@ -216,7 +227,16 @@ def resume(session, saver, folder):
         # at the one restored, so evaluate.py finds it even if the file was lost or damaged.
         kept = candidates[i:][::-1]
         saver.recover_last_checkpoints(kept)
-        tf.train.update_checkpoint_state(folder, os.path.basename(prefix), [os.path.basename(p) for p in kept])
+        try:
+            tf.train.update_checkpoint_state(folder, os.path.basename(prefix), [os.path.basename(p) for p in kept])
+        except tf.errors.OpError as err:  # a read-only folder, a full disk
+            raise CheckpointError('%s: cannot train in this folder (%s)' % (folder, _first_line(err))) from None
+        orphans = _orphans(folder)
+        for name in orphans:
+            os.remove(os.path.join(folder, name))
+        if orphans:
+            print('Removed %d file(s) of checkpoints whose .index is gone (they cannot be restored): %s'
+                  % (len(orphans), ', '.join(orphans)))
         return prefix
     if candidates or _checkpoint_files(folder):
         raise CheckpointError('%s holds checkpoint files but none restores (newest: %s); use --fresh to start '
@@ -229,26 +249,38 @@ def resume(session, saver, folder):
 
 
 def save(session, saver, folder, name=CHECKPOINT_NAME):
+    """Save a checkpoint at the graph's global step; -> its prefix. CheckpointError in one line when the
+    disk is full or the folder cannot be written: the earlier checkpoints stay as they were."""
     # In the session's graph: with eager execution on (TF2, a notebook), Saver.save reads the
     # global step eagerly unless the graph is the default one, and that fails for a graph tensor.
-    with session.graph.as_default():
-        return saver.save(session, os.path.join(folder, name), global_step=tf.train.get_global_step())
+    try:
+        with session.graph.as_default():
+            return saver.save(session, os.path.join(folder, name), global_step=tf.train.get_global_step())
+    except (tf.errors.OpError, OSError) as err:
+        files.remove_leftovers(folder, also=_tensorflow_temp)  # this save's half-written files
+        raise CheckpointError('%s: cannot save a checkpoint (%s); the earlier checkpoints are kept'
+                              % (folder, _first_line(getattr(err, 'strerror', None) or err))) from None
 
 
 def keep_if_best(session, folder, record):
-    """If record['mean_accuracy'] beats best/'s, save the session's model as best/'s only checkpoint,
-    then best.json = record; -> whether it did."""
+    """If record['mean_accuracy'] beats best/'s, make best/ the session's model alone with best.json =
+    record; -> whether it did. The new best/ is built beside the old one and replaces it in one
+    step (files.replace_folder): a stop at any moment leaves a checkpoint and the best.json describing it."""
     path = os.path.join(folder, BEST_DIR, BEST_FILE)
     if os.path.exists(path) and record['mean_accuracy'] <= files.read_json(path).get('mean_accuracy', -1.0):
         return False
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     with session.graph.as_default():
         saver = tf.train.Saver(max_to_keep=1, save_relative_paths=True)  # relative: folders stay movable
-    prefix = save(session, saver, os.path.dirname(path))
-    for name in _checkpoint_files(os.path.dirname(path)):  # a restarted run's older best
-        if not name.startswith(os.path.basename(prefix) + '.'):
-            _remove(os.path.join(os.path.dirname(path), name))
-    files.write_json(path, record)
+    try:
+        with files.staging_folder(folder) as tmp:
+            built = os.path.join(tmp, BEST_DIR)
+            os.makedirs(built)
+            save(session, saver, built)
+            files.write_json(os.path.join(built, BEST_FILE), record)
+            files.replace_folder(built, os.path.join(folder, BEST_DIR))
+    except OSError as err:
+        raise CheckpointError('%s: cannot save the best checkpoint (%s); the earlier one is kept'
+                              % (os.path.join(folder, BEST_DIR), err.strerror or err)) from None
     return True
 
 
@@ -286,8 +318,16 @@ def _remove(path):
 
 
 def _tensorflow_temp(name):
-    """TensorFlow's names for a save under way: the state file's temp copy and a checkpoint's shard folder."""
-    return '.tempstate' in name or re.match(r'%s-\d+_temp' % re.escape(CHECKPOINT_NAME), name) is not None
+    """TensorFlow's names for a save under way: the state file's temp copies and a checkpoint's shard folder."""
+    return ('.tempstate' in name or name.startswith('checkpoint.tmp') or
+            re.match(r'%s-\d+_temp' % re.escape(CHECKPOINT_NAME), name) is not None)
+
+
+def _orphans(folder):
+    """Checkpoint files of a step whose .index is gone: without it they can never be restored."""
+    steps = {os.path.basename(p) for p in find_checkpoints(folder)}
+    parts = [(n, re.match(r'(.*)\.(meta|data-\d+-of-\d+)$', n)) for n in _checkpoint_files(folder)]
+    return [n for n, match in parts if match and match.group(1) not in steps]
 
 
 def remove_leftovers(folder):

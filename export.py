@@ -36,8 +36,12 @@ existing one is only replaced with --force. The command prints each file's size.
 
 Either export is built in a hidden folder beside --out (.tmp-export-*) and moved into place when
 complete; an existing --out (with --weights: a weights.npz or config.json in it) is only replaced
-with --force. Ctrl-C stops with one line and exit code 130 and removes the unfinished export; the
-folders of an export killed half-way are removed by the next export beside them.
+with --force. A replaced SavedModel folder is kept as .old-NAME until the new one is in place (the
+next export beside it puts it back if the new one never arrived); with --weights, the two files are
+listed in .unfinished.json while they are moved (files.publishing), so a stop between them leaves
+a pair that predict/evaluate refuse in one line, never old weights read with a new config. Ctrl-C
+stops with one line and exit code 130 and removes the unfinished export; the folders of an export
+killed half-way are removed by the next export beside them, but never those of one still running.
 
 Public names:
   ServingNet        Multitask_BKNet with the extra uint8 `faces` placeholder feeding its input
@@ -135,11 +139,9 @@ def export(checkpoint, out, force=False, views=1):
             os.makedirs(os.path.join(built, 'assets.extra'))
             with open(os.path.join(built, 'assets.extra', 'class_names.json'), 'w') as f:
                 json.dump({TASK_NAMES[t]: list(CLASS_NAMES[t]) for t in net.tasks}, f, indent=2)
-            if os.path.exists(out):
-                if not force:
-                    raise ExportError('%s already exists; pass --force to replace it' % out)
-                os.rename(out, os.path.join(tmp, 'replaced'))
-            os.rename(built, out)
+            if os.path.exists(out) and not force:
+                raise ExportError('%s already exists; pass --force to replace it' % out)
+            files.replace_folder(built, out)
     return path
 
 
@@ -171,8 +173,9 @@ def export_weights(checkpoint, out, force=False, average_with=()):
             # Users keep their own data in data/, whatever folder the model was trained from.
             checkpoints.write_config(tmp, dict(net.config, data_dir=config.DEFAULTS['data_dir'], checkpoint_dir=out))
             os.makedirs(out, exist_ok=True)
-            for name in names:
-                os.replace(os.path.join(tmp, name), os.path.join(out, name))
+            with files.publishing(out, [os.path.join(out, name) for name in names]):
+                for name in names:
+                    os.replace(os.path.join(tmp, name), os.path.join(out, name))
     return path
 
 
@@ -235,13 +238,16 @@ def _convert(saved_model, precision, calibration=None):
 @contextlib.contextmanager
 def _build_folder(out):
     """A temporary folder beside out to build the export in, removed afterwards whatever happens
-    (an error, Ctrl-C); OSError inside becomes an ExportError naming the file."""
+    (an error, Ctrl-C); OSError inside, or TensorFlow's when it writes the SavedModel (a full disk),
+    becomes an ExportError naming the file."""
     try:
         with files.staging_folder(os.path.dirname(os.path.abspath(out)), TEMP_PREFIX) as tmp:
             try:
                 yield tmp
             except OSError as err:
                 raise ExportError('%s: cannot write the export (%s)' % (err.filename or out, err.strerror or err)) from None
+            except tf.errors.OpError as err:
+                raise ExportError('%s: cannot write the export (%s)' % (out, err.message.strip().splitlines()[0])) from None
     except OSError as err:
         raise ExportError('%s: cannot create the export folder (%s)' % (out, err.strerror or err)) from None
 

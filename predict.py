@@ -27,8 +27,12 @@ keeping the video written so far; at any other time it stops with one line and e
 Public names:
   MAX_PIXELS                        the largest picture read (width x height)
   picture_size(path)                (width, height) from a PNG or JPEG header; None for other formats
+  header_size(f)                    the same from a binary file object (serve.py's uploads: io.BytesIO)
   check_picture(path)               DataError naming the file if it is missing or larger than MAX_PIXELS
+  check_size(size, name)            DataError naming the picture if size is larger than MAX_PIXELS
   read_image(path)                  a picture file -> BGR uint8; DataError naming the file if unreadable
+  decode_image(data, name)          a picture's bytes (uint8 array) -> BGR uint8; DataError naming it if
+                                    empty, truncated (a JPEG without its end) or no picture
   Predictor(session, checkpoint, views=1, detector='yunet', detect_side=None, engine=None)
                                     predictor(picture, boxes=None) -> [(box, {task: probabilities})], largest
                                     face first (found by the detector unless boxes are given); views > 1
@@ -89,35 +93,44 @@ def picture_size(path):
     """(width, height) from a PNG or JPEG file's header, without decoding; None for other formats."""
     try:
         with open(path, 'rb') as f:
-            head = f.read(24)
-            if head.startswith(b'\x89PNG\r\n\x1a\n') and head[12:16] == b'IHDR':
-                return struct.unpack('>II', head[16:24])
-            if not head.startswith(b'\xff\xd8'):
-                return None
-            f.seek(2)
-            while True:  # JPEG segments up to the frame header (SOFn) that holds the size
-                marker = f.read(2)
-                if len(marker) < 2 or marker[0] != 0xFF:
-                    return None
-                if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
-                    frame = f.read(7)  # length, precision, height, width
-                    return struct.unpack('>3xHH', frame)[::-1] if len(frame) == 7 else None
-                length = f.read(2)
-                if len(length) < 2:
-                    return None
-                f.seek(struct.unpack('>H', length)[0] - 2, os.SEEK_CUR)
+            return header_size(f)
     except FileNotFoundError:
         raise DataError('%s: file not found' % path) from None
     except OSError as err:
         raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err)) from err
 
 
+def header_size(f):
+    """(width, height) from the PNG or JPEG header a binary file object starts with; None for other formats."""
+    head = f.read(24)
+    if head.startswith(b'\x89PNG\r\n\x1a\n') and head[12:16] == b'IHDR':
+        return struct.unpack('>II', head[16:24])
+    if not head.startswith(b'\xff\xd8'):
+        return None
+    f.seek(2)
+    while True:  # JPEG segments up to the frame header (SOFn) that holds the size
+        marker = f.read(2)
+        if len(marker) < 2 or marker[0] != 0xFF:
+            return None
+        if 0xC0 <= marker[1] <= 0xCF and marker[1] not in (0xC4, 0xC8, 0xCC):
+            frame = f.read(7)  # length, precision, height, width
+            return struct.unpack('>3xHH', frame)[::-1] if len(frame) == 7 else None
+        length = f.read(2)
+        if len(length) < 2:
+            return None
+        f.seek(struct.unpack('>H', length)[0] - 2, os.SEEK_CUR)
+
+
 def check_picture(path):
     """DataError naming the file unless it can be read and is not larger than MAX_PIXELS (by its header)."""
-    size = picture_size(path)
+    check_size(picture_size(path), path)
+
+
+def check_size(size, name):
+    """DataError naming the picture if size (width, height; None: unknown) is more than MAX_PIXELS."""
     if size and size[0] * size[1] > MAX_PIXELS:
         raise DataError('%s: %dx%d pixels, more than the %d megapixels a picture may have'
-                        % (path, size[0], size[1], MAX_PIXELS // 10 ** 6))
+                        % (name, size[0], size[1], MAX_PIXELS // 10 ** 6))
 
 
 def read_image(path):
@@ -127,16 +140,29 @@ def read_image(path):
         data = np.fromfile(path, dtype=np.uint8)
     except OSError as err:
         raise DataError('%s: cannot read the picture (%s)' % (path, err.strerror or err)) from err
+    return decode_image(data, path)
+
+
+def decode_image(data, name):
+    """An encoded picture (uint8 array of the file's bytes) -> BGR uint8 (H,W,3); DataError naming it
+    if it is empty, truncated, no picture, or (formats other than PNG and JPEG) above MAX_PIXELS."""
     try:
-        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
+        image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size and not _truncated_jpeg(data) else None
     except cv2.error as err:  # OpenCV refuses a picture above its pixel limit before decoding it
         if 'CV_IO_MAX_IMAGE_PIXELS' in str(err):
             raise DataError('%s: more than the %d megapixels a picture may have'
-                            % (path, MAX_PIXELS // 10 ** 6)) from err
+                            % (name, MAX_PIXELS // 10 ** 6)) from err
         image = None
     if image is None:
-        raise DataError('%s: not a readable picture (empty, truncated or not an image file)' % path)
+        raise DataError('%s: not a readable picture (empty, truncated or not an image file)' % name)
     return image
+
+
+def _truncated_jpeg(data):
+    """True for a JPEG cut short: its last scan (SOS marker) has no end-of-image marker after it.
+    OpenCV decodes such a file without an error, greying what is missing."""
+    data = data.tobytes()
+    return data.startswith(b'\xff\xd8') and data.rfind(b'\xff\xd9') < data.rfind(b'\xff\xda')
 
 
 class Predictor(object):

@@ -14,7 +14,7 @@ import files
 import model
 import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
-from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
+from conftest import assert_interrupted, run_interrupted, run_killed  # SIGINT / SIGKILL at a chosen moment
 
 tf1 = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -187,3 +187,61 @@ def test_build_folders_of_a_killed_export_are_removed_by_the_next(demo_checkpoin
     assert export.main(['--checkpoint', demo_checkpoint, '--weights', '--out', str(out)]) == 0
     assert capsys.readouterr().out.splitlines()[0] == 'removed 1 folder(s) left by an interrupted export: %s' % leftover
     assert os.listdir(tmp_path) == ['pretrained']
+
+
+@pytest.mark.slow
+def test_a_replaced_export_killed_between_its_renames_is_put_back_not_deleted(tmp_path, capsys):
+    out = tmp_path / 'bknet'
+    assert export.main(['--checkpoint', checkpoints.PRETRAINED_DIR, '--out', str(out)]) == 0
+    before = (out / 'saved_model.pb').read_bytes()
+    # SIGKILL once the old export has moved aside, before the new one moves in: no export at --out
+    run_killed('export.py', 'rename', 1, 'any', '--checkpoint', checkpoints.PRETRAINED_DIR, '--out', out, '--force')
+    assert not out.exists() and (tmp_path / '.old-bknet' / 'saved_model.pb').read_bytes() == before
+    capsys.readouterr()
+    # The next export beside it, even one that fails at once, puts the old export back first.
+    assert export.main(['--checkpoint', str(tmp_path / 'missing'), '--out', str(tmp_path / 'other')]) == 2
+    assert 'put back %s from %s' % (out, tmp_path / '.old-bknet') in capsys.readouterr().out
+    assert (out / 'saved_model.pb').read_bytes() == before and sorted(os.listdir(tmp_path)) == ['bknet']
+
+
+@pytest.mark.slow
+def test_a_weights_export_killed_between_its_two_files_is_refused_until_exported_again(tmp_path, capsys):
+    import predict
+    out = tmp_path / 'shipped'
+    assert export.main(['--checkpoint', checkpoints.PRETRAINED_DIR, '--weights', '--out', str(out)]) == 0
+    cfg = files.read_json(str(out / checkpoints.CONFIG_FILE))
+    files.write_json(str(out / checkpoints.CONFIG_FILE), dict(cfg, gender_logit_bias=1.0))  # an earlier export's
+    run_killed('export.py', 'replace', 1, 'final', '--checkpoint', checkpoints.PRETRAINED_DIR, '--weights',
+               '--out', out, '--force')  # the new weights.npz is in place, config.json is the earlier one
+    assert files.read_json(str(out / checkpoints.CONFIG_FILE))['gender_logit_bias'] == 1.0
+    expected = ('%s: the run that was replacing it and the files written with it stopped half-way (listed in %s), so '
+                'it may not match them; export the model again' % (out / checkpoints.WEIGHTS_FILE, out / files.UNFINISHED))
+    with tf1.Graph().as_default() as graph, tf1.Session(graph=graph) as session:
+        with pytest.raises(checkpoints.CheckpointError) as info:
+            model.load_model(session, str(out))
+    assert str(info.value) == expected
+    capsys.readouterr()
+    assert predict.main([_a_face(tmp_path), '--checkpoint', str(out)]) == 2
+    assert capsys.readouterr().err == 'error: %s\n' % expected
+    assert export.main(['--checkpoint', checkpoints.PRETRAINED_DIR, '--weights', '--out', str(out), '--force']) == 0
+    assert sorted(os.listdir(out)) == [checkpoints.CONFIG_FILE, checkpoints.WEIGHTS_FILE]
+    assert files.read_json(str(out / checkpoints.CONFIG_FILE)) == cfg
+
+
+def _a_face(folder):
+    import cv2
+    import skimage.data
+    path = str(folder / 'astronaut.png')
+    cv2.imwrite(path, skimage.data.astronaut()[..., ::-1])
+    return path
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_a_savedmodel_export_is_one_line(tmp_path, capsys, monkeypatch):
+    def disk_full(self, *args, **kwargs):
+        raise tf1.errors.ResourceExhaustedError(None, None, 'saved_model.pb; No space left on device')
+    monkeypatch.setattr(tf1.saved_model.Builder, 'save', disk_full)
+    out = tmp_path / 'bknet'
+    assert export.main(['--checkpoint', checkpoints.PRETRAINED_DIR, '--out', str(out)]) == 2
+    assert capsys.readouterr().err == 'error: %s: cannot write the export (saved_model.pb; No space left on device)\n' % out
+    assert os.listdir(tmp_path) == []
