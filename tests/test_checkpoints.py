@@ -339,3 +339,72 @@ def test_a_checkpoint_dir_that_cannot_be_a_folder_is_one_line(demo_dir, tmp_path
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith('error: %s: cannot train in this folder (' % folder), err
     assert (tmp_path / 'taken').read_text() == 'a file of mine'
+
+
+# ----------------------------------------------------------------------------- faults while saving
+
+def test_orphan_files_of_a_checkpoint_whose_index_is_gone_are_removed_on_resume(demo_dir, run_dir, capsys):
+    os.remove(os.path.join(run_dir, 'model.ckpt-5.index'))
+    _train(demo_dir, run_dir, max_steps=3)  # resumes model.ckpt-3, already there: nothing else runs
+    assert ('Removed 2 file(s) of checkpoints whose .index is gone (they cannot be restored): '
+            'model.ckpt-5.data-00000-of-00001, model.ckpt-5.meta') in capsys.readouterr().out
+    assert not [name for name in os.listdir(run_dir) if name.startswith('model.ckpt-5')]
+    assert [os.path.basename(p) for p in checkpoints.find_checkpoints(run_dir)] == ['model.ckpt-3']
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_keeps_the_earlier_checkpoints(demo_dir, run_dir, capsys,
+                                                                                monkeypatch):
+    import train
+    before = _contents(run_dir)
+
+    def disk_full(self, sess, save_path, *args, **kwargs):  # what TensorFlow leaves and raises on ENOSPC
+        open(os.path.join(os.path.dirname(save_path), 'checkpoint.tmp5f1d'), 'w').close()
+        raise tf.errors.ResourceExhaustedError(None, None, '%s; No space left on device' % save_path)
+    monkeypatch.setattr(tf.train.Saver, 'save', disk_full)
+    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', run_dir, '--max-steps', '7', '--quiet']) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ['error: %s: cannot save a checkpoint (%s; No space left on device); the earlier checkpoints are kept'
+                   % (run_dir, os.path.join(run_dir, 'model.ckpt'))], err
+    after = _contents(run_dir)
+    assert {name: after[name] for name in before if name.startswith('model.ckpt')} == {
+        name: data for name, data in before.items() if name.startswith('model.ckpt')}
+    assert not [name for name in after if name.startswith('checkpoint.tmp')]
+
+
+def test_a_run_folder_that_cannot_be_written_on_resume_is_one_line(demo_dir, run_dir, capsys, monkeypatch):
+    import train
+
+    def read_only(*args, **kwargs):  # what a read-only folder answers (as root, chmod would not stop the test)
+        raise tf.errors.PermissionDeniedError(None, None, '%s/checkpoint.tmp1; Read-only file system' % run_dir)
+    monkeypatch.setattr(tf.train, 'update_checkpoint_state', read_only)
+    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', run_dir, '--max-steps', '7', '--quiet']) == 2
+    assert capsys.readouterr().err == ('error: %s: cannot train in this folder (%s/checkpoint.tmp1; Read-only file '
+                                       'system)\n' % (run_dir, run_dir))
+
+
+def test_best_killed_between_its_two_renames_is_put_back_whole(tmp_path, monkeypatch):
+    import files
+    run = str(tmp_path / 'run')
+    os.makedirs(run)
+    best = os.path.join(run, checkpoints.BEST_DIR)
+    with tf.Graph().as_default() as graph, tf.Session(graph=graph) as session:
+        net = model.Multitask_BKNet(session, verbose=False, checkpoint_dir=run, ema_decay=0.0)
+        session.run(tf.global_variables_initializer())
+        assert checkpoints.keep_if_best(session, run, dict(mean_accuracy=0.5, epoch=1))
+        first = _contents(best)
+        session.run(net.global_step.assign(7))
+        renames = []
+
+        def killed_after_the_first(src, dst):  # the old best/ has moved aside; the new one is not in place
+            os.replace(src, dst)
+            renames.append(dst)
+            raise KeyboardInterrupt
+        monkeypatch.setattr(files.os, 'rename', killed_after_the_first)
+        with pytest.raises(KeyboardInterrupt):
+            checkpoints.keep_if_best(session, run, dict(mean_accuracy=0.9, epoch=2))
+        monkeypatch.undo()
+    assert renames == [os.path.join(run, '.old-best')] and not os.path.exists(best)
+    checkpoints.remove_leftovers(run)  # what the next run in the folder does first
+    assert _contents(best) == first and sorted(os.listdir(run)) == [checkpoints.BEST_DIR]
+    assert [os.path.basename(p) for p in checkpoints.find_checkpoints(best)] == ['model.ckpt-0']
+    assert json.load(open(os.path.join(best, checkpoints.BEST_FILE)))['mean_accuracy'] == 0.5
