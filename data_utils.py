@@ -5,10 +5,12 @@ Layout under a data folder (what the handout reads):
   emotion_data2/{train,public_test,private_test}.npy
   gender_data/{train,test}.npy
 Each file is one structured array of RECORD_DTYPE (48x48 uint8 image, int64 label) that loads
-with allow_pickle=False.
+with allow_pickle=False. A file still listed in the data folder's files.UNFINISHED (an import
+stopped while it moved its files into place) is refused: it may not belong with the others.
 
 Public functions:
   split_path(data_dir, task, split)      where a split lives
+  data_dir_of(path)                      the data folder of a split file
   load_split(path, mmap=False, allow_pickle=False, out=None) -> (images uint8 (N,48,48), labels int64 (N,))
   save_split(path, images, labels, task, force=False)   validated, atomic write
   check_images(images, labels, task, source)            the validation save_split uses
@@ -22,6 +24,7 @@ Public functions:
   to_pixels(images)                      back to uint8 (the course's old files hold either form)
   DataError                              bad or missing input; its message is one line for the user
 """
+import errno
 import os
 
 import numpy as np
@@ -63,6 +66,11 @@ def split_path(data_dir, task, split):
     if split not in TASK_SPLITS[task]:
         raise ValueError('%s has no split %r (it has %s)' % (TASK_NAMES[task], split, ', '.join(TASK_SPLITS[task])))
     return os.path.join(data_dir, TASK_FOLDERS[task], split + '.npy')
+
+
+def data_dir_of(path):
+    """The data folder of a split file (the parent of its task folder)."""
+    return os.path.dirname(os.path.dirname(os.path.abspath(path)))
 
 
 def _open(path, mmap, allow_pickle):
@@ -116,6 +124,9 @@ def load_split(path, mmap=False, allow_pickle=False, out=None):
     out=(images, labels): arrays of exactly the file's length to fill and return; a record file
     is then read in small chunks, so no second copy of the split is ever held in memory.
     """
+    half = files.unfinished(path, data_dir_of(path))
+    if half:
+        raise DataError(half + '; import the data again (prepare_data.py ... --force)')
     arr = _open(path, mmap or out is not None, allow_pickle)  # with out, the map only checks the header
     if arr.dtype == RECORD_DTYPE:
         if arr.ndim != 1:
@@ -213,8 +224,13 @@ def save_split(path, images, labels, task, force=False):
     records['image'] = images
     records['label'] = labels
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    with files.atomic_write(path) as f:
-        np.save(f, records, allow_pickle=False)
+    try:
+        with files.atomic_write(path) as f:
+            np.save(f, records, allow_pickle=False)
+    except OSError as err:
+        if err.errno is None:  # NumPy's short write, "N requested and M written": the disk is full
+            raise OSError(errno.ENOSPC, '%s (%s)' % (os.strerror(errno.ENOSPC), err), path) from None
+        raise
 
 
 def normalize(images):

@@ -236,27 +236,45 @@ def _write(out, parts, source):
     out holds all the paths the import replaces (checked by _refuse_overwrite): one without a
     part is not written, and an earlier file there is removed, so no split of an older import
     stays beside the new ones. Every file is first written in full to a hidden temp file and all
-    are renamed into place at the end: an import stopped half-way leaves the old files as they were.
+    are renamed into place at the end: an import stopped before that leaves the old files as they
+    were; one stopped during the renames leaves them listed in files.UNFINISHED, and data_utils
+    refuses them until an import replaces them. A failed import leaves no folder it made.
     """
-    staged = {}
+    staged, made = {}, _missing_folders(out.values())
     try:
         for key, (images, labels, task) in sorted(parts.items()):
             folder, name = os.path.split(out[key])
             staged[key] = os.path.join(folder, '%s%d-%s' % (TEMP_PREFIX, os.getpid(), name))  # .tmp-PID-train.npy
             data_utils.save_split(staged[key], images, labels, task, force=True)
-        for key, tmp in staged.items():
-            os.replace(tmp, out[key])
+        gone = [key for key in sorted(set(out) - set(parts)) if os.path.exists(out[key])]
+        with files.publishing(data_utils.data_dir_of(next(iter(out.values()))), out.values()):
+            for key, tmp in staged.items():
+                os.replace(tmp, out[key])
+            for key in gone:
+                os.remove(out[key])
+    except BaseException:
+        for folder in made[::-1]:  # deepest first: a failed first import leaves no empty folder
+            if os.path.isdir(folder) and not os.listdir(folder):
+                os.rmdir(folder)
+        raise
     finally:
         for tmp in staged.values():
             if os.path.exists(tmp):
                 os.remove(tmp)
     for key in sorted(set(out) - set(parts)):
-        removed = os.path.exists(out[key])
-        if removed:
-            os.remove(out[key])
         print('%s: %s has no such split, so it is not written%s'
-              % (out[key], source, ' (removed the earlier import\'s file)' if removed else ''))
+              % (out[key], source, ' (removed the earlier import\'s file)' if key in gone else ''))
     return {key: _report(out[key], labels, task) for key, (_, labels, task) in sorted(parts.items())}
+
+
+def _missing_folders(paths):
+    """The folders that writing paths will make, parents first."""
+    missing = set()
+    for folder in {os.path.dirname(os.path.abspath(p)) for p in paths}:
+        while not os.path.exists(folder):
+            missing.add(folder)
+            folder = os.path.dirname(folder)
+    return sorted(missing)
 
 
 def _remove_leftovers(data_dir):

@@ -6,6 +6,7 @@ GENKI-4K, IMDB-WIKI and the course's folder are test_import_folders.py's.
 import collections
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from conftest import (
     npy_files,
     read_split,
     run_interrupted,
+    run_killed,
     run_prepare_data,
     smile_npz,
 )
@@ -315,6 +317,39 @@ def test_demo_refuses_to_overwrite_then_force_rewrites(tmp_path, capsys, monkeyp
     assert run_prepare_data(['--demo', '--data-dir', out, '--seed', '1', '--force'], capsys)[0] == 0
     second = {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out)}
     assert set(second) == set(first) and all(second[f] != first[f] for f in first)
+
+
+def test_an_import_killed_during_its_renames_is_refused_until_imported_again(tmp_path, demo_dir, capsys):
+    out = str(tmp_path / 'data')
+    shutil.copytree(demo_dir, out)
+    before = {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out)}
+    run_killed('prepare_data.py', 'replace', 3, 'final', '--demo', '--seed', '1', '--data-dir', out, '--force')
+    after = {f: open(os.path.join(out, f), 'rb').read() for f in npy_files(out) if '.tmp-' not in f}
+    changed = sorted(f for f in after if after[f] != before[f])
+    assert len(changed) == 3 and set(after) == set(before)  # new and old files side by side
+    for f in sorted(after):  # every file of the interrupted import is refused, new or old; one line each
+        with pytest.raises(data_utils.DataError) as err:
+            data_utils.load_split(os.path.join(out, f))
+        assert str(err.value) == ('%s: the run that was replacing it and the files written with it stopped half-way '
+                                  '(listed in %s), so it may not match them; import the data again '
+                                  '(prepare_data.py ... --force)' % (os.path.join(out, f), os.path.join(out, '.unfinished.json')))
+    assert run_prepare_data(['--demo', '--seed', '1', '--data-dir', out, '--force'], capsys)[0] == 0
+    assert not os.path.exists(os.path.join(out, '.unfinished.json')) and set(npy_files(out)) == set(before)
+    data_provider.Dataset('train', data_dir=out, verbose=False)  # readable again
+
+
+def test_an_import_stopped_by_a_full_disk_is_one_line_and_leaves_no_empty_folder(tmp_path, fer_rows, capsys,
+                                                                                 monkeypatch):
+    out = tmp_path / 'new' / 'data'
+
+    def disk_full(*args, **kwargs):  # how NumPy reports a disk that fills up in the middle of a file
+        raise OSError('1200 requested and 1027 written')
+    monkeypatch.setattr(np.lib.format, 'write_array', disk_full)
+    code, _, err = run_prepare_data(['--fer2013', write_lines(tmp_path / 'a.csv', fer_lines(fer_rows)),
+                                     '--data-dir', out], capsys)
+    assert code == 2 and err.count('\n') == 1
+    assert err.startswith('error: %s' % (out / 'emotion_data2')) and 'No space left on device' in err, err
+    assert not (tmp_path / 'new').exists()  # the folders it made are gone again
 
 
 def test_script_entry_point_writes_the_demo_set(tmp_path):
