@@ -13,8 +13,10 @@ model has heads for: a single-task model is evaluated on its own task) in infere
 (batch norm with its moving averages, no dropout), prints one table and writes to --out (default:
 the checkpoint's folder) evaluation.json and one confusion matrix per task ({task}_confusion.png;
 the emotion one shows both test splits), plus the training curves of a training folder. The
-shipped model's folder (pretrained/) is never written to: without --out it gets the table alone.
-The files are drawn in a hidden folder and moved into place when all are done; Ctrl-C stops with
+shipped model's folder (pretrained/) is never written to: without --out it gets the table alone,
+and --out pretrained is refused. The files are drawn in a hidden folder and moved into place when
+all are done, listed meanwhile in the folder's .unfinished.json (files.publishing): a run killed
+among the renames is named by the next one, which writes the whole set again. Ctrl-C stops with
 one line and exit code 130.
 
 Accuracy, balanced accuracy (the mean per-class accuracy) and the confusion matrices are
@@ -254,7 +256,8 @@ def plot_curves(curves, path):
 def write_outputs(report, out_dir, curves=None):
     """evaluation.json, one confusion-matrix PNG per task (the TTA matrices when evaluated with TTA)
     and, given curves, the training curves; -> the paths written. They are drawn in a hidden folder
-    in out_dir and moved into place when all are done: an error or Ctrl-C leaves no partial file."""
+    in out_dir and moved into place when all are done (files.publishing): an error or Ctrl-C leaves
+    no partial file, and a kill among the renames leaves the set listed as unfinished."""
     with files.staging_folder(out_dir, TEMP_PREFIX) as tmp:
         files.write_json(os.path.join(tmp, REPORT_FILE), report)
         names = [REPORT_FILE]
@@ -271,9 +274,11 @@ def write_outputs(report, out_dir, curves=None):
         if curves:
             names.append(CURVES_FILE)
             plot_curves(curves, os.path.join(tmp, CURVES_FILE))
-        for name in names:
-            os.replace(os.path.join(tmp, name), os.path.join(out_dir, name))
-    return [os.path.join(out_dir, name) for name in names]
+        paths = [os.path.join(out_dir, name) for name in names]
+        with files.publishing(out_dir, paths):  # killed half-way, the set stays listed as unfinished
+            for name, path in zip(names, paths):
+                os.replace(os.path.join(tmp, name), path)
+    return paths
 
 
 # ----------------------------------------------------------------------------- command line
@@ -323,13 +328,18 @@ def main(argv=None):
              report['seconds'], passes / max(report['seconds'], 1e-9)))
     print(format_table(report))
     out_dir = args.out or os.path.dirname(path) or '.'
-    if not args.out and os.path.realpath(out_dir) == os.path.realpath(checkpoints.PRETRAINED_DIR):
+    if os.path.realpath(out_dir) == os.path.realpath(checkpoints.PRETRAINED_DIR):
+        if args.out:
+            return cli.error('%s holds the shipped model and is never written to; choose another --out' % out_dir)
         print('report not written: %s holds the shipped model; pass --out DIR to save it' % out_dir)
         return 0
     try:
         leftovers = [os.path.join(out_dir, name) for name in files.remove_leftovers(out_dir, TEMP_PREFIX)]
         if leftovers:
             print('removed %d folder(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(leftovers)))
+        half = files.unfinished(os.path.join(out_dir, REPORT_FILE))
+        if half:
+            print(half + '; writing the whole report again')
         # a training folder (not a weights file) also gets its training curves
         written = write_outputs(report, out_dir, read_run_curves(os.path.dirname(path)))
     except OSError as err:

@@ -20,7 +20,7 @@ import files
 import model
 import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, NUM_CLASSES, SMILE, TASK_NAMES
-from conftest import assert_interrupted, run_interrupted  # SIGINT at a chosen moment
+from conftest import assert_interrupted, run_interrupted, run_killed  # SIGINT / SIGKILL at a chosen moment
 
 tf = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -226,6 +226,31 @@ def test_shipped_model_folder_is_never_written(demo_dir, tmp_path, monkeypatch, 
     assert 'checkpoint %s' % os.path.join(shipped, checkpoints.WEIGHTS_FILE) in stdout and 'smile test' in stdout
     assert stdout.splitlines()[-1] == 'report not written: %s holds the shipped model; pass --out DIR to save it' % shipped
     assert _snapshot(shipped) == before
+
+
+def test_out_naming_the_shipped_model_folder_is_refused(tmp_path, monkeypatch):
+    shipped = str(tmp_path / 'pretrained')
+    shutil.copytree(checkpoints.PRETRAINED_DIR, shipped)
+    monkeypatch.setattr(checkpoints, 'PRETRAINED_DIR', shipped)
+    before = _snapshot(shipped)
+    code, _, err = run_main(['--checkpoint', shipped, '--out', os.path.join(shipped, '.'), '--limit', '2',
+                             '--data-dir', str(tmp_path / 'none')])
+    assert code == 2 and err.count('\n') == 1 and _snapshot(shipped) == before
+
+
+def test_a_report_killed_among_its_renames_is_named_and_written_again(demo_checkpoint, demo_dir, tmp_path):
+    argv = ['--checkpoint', demo_checkpoint, '--data-dir', demo_dir, '--limit', '5', '--out', tmp_path]
+    assert run_main([str(a) for a in argv])[0] == 0
+    before = _snapshot(tmp_path)
+    run_killed('evaluate.py', 'replace', 2, 'final', *(argv + ['--tta']))  # the new report and one PNG are in place
+    after = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path) if (tmp_path / name).is_file()}
+    assert sum(after[name] != before[name] for name in before) == 2 and files.UNFINISHED in after
+    code, stdout, err = run_main([str(a) for a in argv])
+    assert code == 0, err
+    assert ('%s: the run that was replacing it and the files written with it stopped half-way (listed in %s), so it '
+            'may not match them; writing the whole report again' % (tmp_path / evaluate.REPORT_FILE,
+                                                                    tmp_path / files.UNFINISHED)) in stdout.splitlines()
+    assert sorted(os.listdir(tmp_path)) == sorted(before) and files.read_json(str(tmp_path / evaluate.REPORT_FILE))['tta'] is False
 
 
 def test_ctrl_c_at_start_up_is_one_line(demo_checkpoint, tmp_path):
