@@ -76,6 +76,7 @@ import numpy as np
 import checkpoints
 import data_provider
 import faces
+import files
 import litert_model
 import tracking
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
@@ -284,6 +285,7 @@ def run_stream(capture, predictor, out_path, source, smooth=tracking.SMOOTH_FRAM
         raise DataError('%s: the annotated video must be .mp4 or .avi' % out_path)
     fps = capture.get(cv2.CAP_PROP_FPS)
     fps = fps if 0 < fps < 1000 else 25.0  # cameras often report 0
+    announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # a file's header; a camera's -1 or 0
     tracker = tracking.FaceTracker(predictor.detector, detect_every, predictor.detect_side, smooth)
     writer, frames = None, 0
     stopped = []
@@ -298,7 +300,7 @@ def run_stream(capture, predictor, out_path, source, smooth=tracking.SMOOTH_FRAM
             if writer is None:
                 writer = cv2.VideoWriter(out_path, cv2.VideoWriter_fourcc(*fourcc), fps, frame.shape[1::-1])
                 if not writer.isOpened():
-                    raise DataError('%s: cannot write the video (does its folder exist?)' % out_path)
+                    raise DataError('%s: cannot write the video (%s)' % (out_path, _unwritable(out_path)))
             writer.write(annotate(frame, found))
             if json_lines:
                 print(json.dumps({'frame': frames, 'faces': found}), flush=True)
@@ -310,7 +312,20 @@ def run_stream(capture, predictor, out_path, source, smooth=tracking.SMOOTH_FRAM
         capture.release()
     if frames == 0:
         raise DataError('%s: no frame could be read (not a video, or an empty one)' % source)
+    if announced > frames and not stopped and frames != max_frames:
+        print('%s: read %d of the %d frames its header announces: the file is damaged or cut short; the annotated '
+              'video holds those %d' % (source, frames, announced, frames), file=sys.stderr)
     return frames, tracker.started, time.time() - start
+
+
+def _unwritable(path):
+    """Why OpenCV could not open path for writing (it does not say)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        return 'its folder does not exist'
+    if not os.access(folder, os.W_OK):
+        return 'its folder is read-only'
+    return 'OpenCV has no writer for it here'
 
 
 # ----------------------------------------------------------------------------- pictures
@@ -343,12 +358,19 @@ def output_paths(out, count):
 
 
 def write_image(path, picture):
+    """Write picture in the format its extension names, whole or not at all; DataError saying why not."""
+    extension = os.path.splitext(path)[1]
     try:
-        ok = cv2.imwrite(path, picture)
+        ok, encoded = cv2.imencode(extension, picture)
     except cv2.error:  # an extension OpenCV has no writer for
         ok = False
     if not ok:
-        raise DataError('%s: cannot write the picture (unknown extension, or its folder does not exist)' % path)
+        raise DataError('%s: cannot write the picture (no picture format has the extension %r)' % (path, extension))
+    try:
+        with files.atomic_write(path) as f:
+            f.write(encoded.tobytes())
+    except OSError as err:  # a missing or read-only folder, a full disk
+        raise DataError('%s: cannot write the picture (%s)' % (path, err.strerror or err)) from None
 
 
 # ----------------------------------------------------------------------------- command line

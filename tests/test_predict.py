@@ -404,3 +404,36 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_read(files, tm
     assert run_main([str(picture), str(second), '--out', str(tmp_path / 'out.jpg')] + no_model)[2] == (
         'error: %s: --out would overwrite the input %s; choose another file\n' % (second, second))
     assert {path: path.read_bytes() for path in (clip, picture)} == before
+
+
+def test_a_truncated_video_says_how_many_frames_it_read_of_how_many_announced(demo_checkpoint, files, tmp_path):
+    clip = tmp_path / 'cut.avi'
+    data = open(files['clip.avi'], 'rb').read()
+    clip.write_bytes(data[:len(data) // 2])  # the header still announces 10 frames
+    code, _, err = run_main(['--video', str(clip), '--out', str(tmp_path / 'annotated.avi'),
+                             '--checkpoint', demo_checkpoint])
+    read = int(cv2.VideoCapture(str(tmp_path / 'annotated.avi')).get(cv2.CAP_PROP_FRAME_COUNT))
+    assert code == 0 and 0 < read < 10
+    assert ('%s: read %d of the 10 frames its header announces: the file is damaged or cut short; the annotated video '
+            'holds those %d\n' % (clip, read, read)) in err
+    code, _, err = run_main(['--video', files['clip.avi'], '--out', str(tmp_path / 'whole.avi'),
+                             '--checkpoint', demo_checkpoint])
+    assert code == 0 and 'announces' not in err  # a whole file says nothing of the kind
+
+
+def test_an_output_that_cannot_be_written_says_why_and_leaves_no_file(demo_checkpoint, files, tmp_path, monkeypatch):
+    missing = tmp_path / 'no_such_folder'
+    for argv, out in (([files['faces.jpg']], missing / 'a.jpg'), (['--video', files['clip.avi']], missing / 'a.avi')):
+        assert run_main(argv + ['--out', str(out), '--checkpoint', demo_checkpoint]) == (
+            2, '', 'error: %s: cannot write the %s (%s)\n' % (out, 'video' if 'video' in argv[0] else 'picture',
+                                                             'its folder does not exist' if 'video' in argv[0] else
+                                                             'No such file or directory'))
+    assert run_main([files['faces.jpg'], '--out', str(tmp_path / 'a.xyz'), '--checkpoint', demo_checkpoint])[2] == (
+        "error: %s: cannot write the picture (no picture format has the extension '.xyz')\n" % (tmp_path / 'a.xyz'))
+
+    def read_only(*args, **kwargs):  # what a read-only mount answers (as root, chmod would not stop the test)
+        raise OSError(30, 'Read-only file system')
+    monkeypatch.setattr(predict.files.tempfile, 'mkstemp', read_only)
+    assert run_main([files['faces.jpg'], '--out', str(tmp_path / 'a.jpg'), '--checkpoint', demo_checkpoint])[2] == (
+        'error: %s: cannot write the picture (Read-only file system)\n' % (tmp_path / 'a.jpg'))
+    assert os.listdir(tmp_path) == []
