@@ -408,3 +408,18 @@ def test_best_killed_between_its_two_renames_is_put_back_whole(tmp_path, monkeyp
     assert _contents(best) == first and sorted(os.listdir(run)) == [checkpoints.BEST_DIR]
     assert [os.path.basename(p) for p in checkpoints.find_checkpoints(best)] == ['model.ckpt-0']
     assert json.load(open(os.path.join(best, checkpoints.BEST_FILE)))['mean_accuracy'] == 0.5
+
+
+def test_a_full_disk_at_start_up_is_one_line_and_leaves_no_folder(demo_dir, tmp_path, capsys, monkeypatch):
+    import errno
+
+    import files
+    import train
+
+    def disk_full(path, obj):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+    monkeypatch.setattr(files, 'write_json', disk_full)
+    run = tmp_path / 'run'
+    assert train.main(['--data-dir', demo_dir, '--checkpoint-dir', str(run), '--max-steps', '1', '--quiet']) == 2
+    assert capsys.readouterr().err == 'error: %s: cannot write it (No space left on device)\n' % (run / 'config.json')
+    assert os.listdir(tmp_path) == []

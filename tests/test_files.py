@@ -115,3 +115,30 @@ def test_a_set_published_half_way_stays_listed_until_published_whole(tmp_path):
     with files.publishing(str(tmp_path), [a]):
         pass
     assert os.listdir(tmp_path) == ['a.json'] and files.unfinished(a) is None
+
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import files
+with files.atomic_write({path!r}) as f:
+    print('writing', flush=True)
+    time.sleep(60)
+"""
+
+
+def test_a_clean_up_in_another_process_leaves_a_live_write_alone(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+    writer = subprocess.Popen([sys.executable, '-c', HOLD.format(root=ROOT, path=str(tmp_path / 'a.npy'))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout.readline() == 'writing\n'
+        assert files.remove_leftovers(str(tmp_path)) == [] and len(os.listdir(tmp_path)) == 1
+    finally:
+        writer.kill()
+        writer.wait(timeout=30)
+    temp = os.listdir(tmp_path)
+    assert files.remove_leftovers(str(tmp_path)) == temp and os.listdir(tmp_path) == []  # its writer is dead now
