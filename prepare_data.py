@@ -223,7 +223,7 @@ def _report(path, labels, task):
 
 # ----------------------------------------------------------------------------- shared helpers
 
-TEMP_PREFIX = files.TEMP_PREFIX  # the staged files of _write (and save_split's temp files)
+TEMP_PREFIX = files.TEMP_PREFIX  # _write's staging folder and save_split's temp files
 
 
 def _outputs(data_dir, task):
@@ -235,32 +235,33 @@ def _write(out, parts, source):
 
     out holds all the paths the import replaces (checked by _refuse_overwrite): one without a
     part is not written, and an earlier file there is removed, so no split of an older import
-    stays beside the new ones. Every file is first written in full to a hidden temp file and all
-    are renamed into place at the end: an import stopped before that leaves the old files as they
+    stays beside the new ones. Every file is first written in full to a hidden staging folder in
+    the data folder and all are renamed into place at the end: an import stopped before that leaves the old files as they
     were; one stopped during the renames leaves them listed in files.UNFINISHED, and data_utils
     refuses them until an import replaces them. A failed import leaves no folder it made.
     """
-    staged, made = {}, _missing_folders(out.values())
+    data_dir, made = data_utils.data_dir_of(next(iter(out.values()))), _missing_folders(out.values())
     try:
-        for key, (images, labels, task) in sorted(parts.items()):
-            folder, name = os.path.split(out[key])
-            staged[key] = os.path.join(folder, '%s%d-%s' % (TEMP_PREFIX, os.getpid(), name))  # .tmp-PID-train.npy
-            data_utils.save_split(staged[key], images, labels, task, force=True)
-        gone = [key for key in sorted(set(out) - set(parts)) if os.path.exists(out[key])]
-        with files.publishing(data_utils.data_dir_of(next(iter(out.values()))), out.values()):
-            for key, tmp in staged.items():
-                os.replace(tmp, out[key])
-            for key in gone:
-                os.remove(out[key])
+        with files.staging_folder(data_dir) as tmp:  # held: another run's clean-up leaves it alone
+            staged = {key: os.path.join(tmp, '%d-%s' % (i, os.path.basename(out[key])))
+                      for i, key in enumerate(sorted(parts))}
+            for key, (images, labels, task) in sorted(parts.items()):
+                try:
+                    data_utils.save_split(staged[key], images, labels, task, force=True)
+                except OSError as err:  # name the file the user asked for, not its staged copy
+                    raise OSError(err.errno, err.strerror or str(err), out[key]) from None
+            gone = [key for key in sorted(set(out) - set(parts)) if os.path.exists(out[key])]
+            with files.publishing(data_dir, out.values()):
+                for key in staged:
+                    os.makedirs(os.path.dirname(out[key]), exist_ok=True)
+                    os.replace(staged[key], out[key])
+                for key in gone:
+                    os.remove(out[key])
     except BaseException:
         for folder in made[::-1]:  # deepest first: a failed first import leaves no empty folder
             if os.path.isdir(folder) and not os.listdir(folder):
                 os.rmdir(folder)
         raise
-    finally:
-        for tmp in staged.values():
-            if os.path.exists(tmp):
-                os.remove(tmp)
     for key in sorted(set(out) - set(parts)):
         print('%s: %s has no such split, so it is not written%s'
               % (out[key], source, ' (removed the earlier import\'s file)' if key in gone else ''))
@@ -278,10 +279,10 @@ def _missing_folders(paths):
 
 
 def _remove_leftovers(data_dir):
-    """Remove the hidden temp files an import killed mid-write left in data_dir's task folders."""
+    """Remove the hidden temp files and staging folders an import killed mid-write left in data_dir and
+    its task folders (those of an import still running stay)."""
     leftovers = []
-    for folder in sorted(data_utils.TASK_FOLDERS.values()):
-        folder = os.path.join(data_dir, folder)
+    for folder in [data_dir] + [os.path.join(data_dir, f) for f in sorted(data_utils.TASK_FOLDERS.values())]:
         leftovers += [os.path.join(folder, name) for name in files.remove_leftovers(folder, TEMP_PREFIX)]
     if leftovers:
         print('removed %d temp file(s) left by an interrupted run: %s' % (len(leftovers), ', '.join(sorted(leftovers))))
