@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Library modules first, bottom up, then the commands (train.py --demo uses prepare_data).
 LAYERS = ['config', 'tf_setup', 'files', 'data_utils', 'data_provider', 'layers', 'metrics', 'checkpoints',
           'training', 'model', 'litert_model', 'cli', 'faces', 'tracking', 'demo_faces',
-          'prepare_data', 'train', 'evaluate', 'predict', 'export']
+          'prepare_data', 'train', 'evaluate', 'predict', 'export', 'serve']
 
 
 def project_imports(path):
