@@ -165,3 +165,18 @@ def test_bench_data_names_a_missing_data_file_in_one_line(tmp_path):
     assert result.returncode == 1 and 'Traceback' not in result.stderr
     missing = os.path.join(str(tmp_path), 'smile_data', 'train.npy')
     assert result.stderr.strip().splitlines()[-1].startswith('error: %s: file not found' % missing)
+
+
+@pytest.mark.slow
+def test_bench_serve_quick_run_loads_a_server_and_reports_each_setting():
+    out = _run('benchmarks/bench_serve.py', '--quick')
+    rows = re.findall(r'^\| (\d+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$', out, re.M)
+    assert [int(r[0]) for r in rows] == [1, 2], out
+    for _, count, rate, p50, p99, ratio, errors in rows:
+        assert int(count) > 0 and int(errors) == 0 and float(p50) <= float(p99)
+        assert 0 < float(rate) <= int(count) / 2.0 + 0.05  # answered over the 2 s of a quick setting, or longer
+        assert float(ratio) == pytest.approx(float(p99) / float(p50), abs=0.01)
+    assert re.search(r'^server resident memory: \d+ MB after the warm-up, \d+ MB after the run', out, re.M)
+    local = float(re.search(r'^predict.py in-process, p50 end to end: ([\d.]+) ms', out, re.M).group(1))
+    ratio = float(re.search(r'^/analyze p50 at 1 client / in-process: ([\d.]+)x', out, re.M).group(1))
+    assert ratio == pytest.approx(float(rows[0][3]) / local, abs=0.01)
