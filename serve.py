@@ -5,7 +5,7 @@
   curl -F file=@photo.jpg http://127.0.0.1:8000/analyze          the JSON `predict.py photo.jpg --json` prints
   curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' 'http://127.0.0.1:8000/analyze?tta_views=2'
 
-Endpoints (FastAPI's /docs lists them):
+Endpoints (/docs lists them, Swagger UI served from fastapi-offline's files: it works offline too):
   GET  /           the page (web/index.html and web/app.js, nothing fetched from elsewhere): a photo, or the
                    camera; each face's box and labels drawn over it and written out as text
   POST /analyze    one picture (multipart field 'file', or an image/* body) -> {'image', 'faces', 'server_ms'}:
@@ -229,27 +229,31 @@ async def _read_body(request, limit):
 
 def create_app(analyzer, max_upload_bytes=MAX_UPLOAD_MB * 2 ** 20, cors_origins=()):
     """The FastAPI app serving analyzer: /, /analyze, /live, /health, /info (and FastAPI's /docs)."""
-    from fastapi import FastAPI, Query, Request, WebSocket
+    from fastapi import Query, Request, WebSocket
     from fastapi.responses import FileResponse
     from fastapi.staticfiles import StaticFiles
+    from fastapi_offline import FastAPIOffline
 
-    app = FastAPI(title='Multitask BKNet', description='Smile, emotion and gender of every face in a picture.')
+    app = FastAPIOffline(title='Multitask BKNet', description=_DESCRIPTION)  # /docs from its own files, no CDN
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=['GET', 'POST'])
     app.mount('/static', StaticFiles(directory=WEB_DIR), name='static')
     _add_error_handlers(app)
 
-    @app.get('/', include_in_schema=False)
+    @app.get('/', response_class=FileResponse)
     def page():
+        """The page: a photo, or the camera live, each face's box and labels drawn over it."""
         return FileResponse(os.path.join(WEB_DIR, 'index.html'))
 
     @app.get('/health')
     def health():
+        """{"status": "ok"} while the server runs."""
         return {'status': 'ok'}
 
     @app.get('/info')
     def info():
+        """The model's tasks and classes, where it was loaded from, and the limits of /analyze's query."""
         return analyzer.info()
 
     @app.post('/analyze', openapi_extra=_ANALYZE_BODY)
@@ -270,6 +274,10 @@ def create_app(analyzer, max_upload_bytes=MAX_UPLOAD_MB * 2 ** 20, cors_origins=
     return app
 
 
+_DESCRIPTION = ('Smile, emotion and gender of every face in a picture. Besides the endpoints below, the WebSocket '
+                '`/live` takes camera frames (binary JPEG or PNG messages, the query of /analyze) and answers each '
+                'with one JSON message: `{"faces": [...], "server_ms": ...}` with each face\'s track id, its '
+                'labels smoothed over its last frames, or `{"error": "..."}`.')
 _ANALYZE_BODY = {'requestBody': {'required': True, 'content': {
     'multipart/form-data': {'schema': {'type': 'object', 'required': ['file'],
                                        'properties': {'file': {'type': 'string', 'format': 'binary'}}}},

@@ -129,11 +129,15 @@ def test_info_health_and_the_documented_endpoints(client):
     assert info['tasks'] == ['smile', 'emotion', 'gender']
     assert info['classes']['emotion'] == ['angry', 'disgust', 'fear', 'happy', 'sad', 'surprise', 'neutral']
     assert client.get('/health').json() == {'status': 'ok'}
-    paths = client.get('/openapi.json').json()['paths']
-    assert set(paths) == {'/health', '/info', '/analyze'}  # a WebSocket has no OpenAPI entry
+    schema = client.get('/openapi.json').json()
+    assert set(schema['paths']) == {'/', '/health', '/info', '/analyze'}
+    assert 'WebSocket `/live`' in schema['info']['description']  # OpenAPI has no WebSocket entries
+    paths = schema['paths']
     assert set(paths['/analyze']['post']['requestBody']['content']) == {'multipart/form-data', 'image/jpeg',
                                                                        'image/png'}
-    assert client.get('/docs').status_code == 200
+    docs = client.get('/docs')
+    assert docs.status_code == 200 and '/static-offline-docs/swagger-ui-bundle.js' in docs.text
+    assert 'cdn' not in docs.text and client.get('/static-offline-docs/swagger-ui-bundle.js').status_code == 200
     page = client.get('/')
     assert page.status_code == 200 and 'static/app.js' in page.text and 'http' not in page.text.replace(
         'http-equiv', '')  # nothing fetched from elsewhere

@@ -122,3 +122,11 @@ def test_a_photo_picked_in_the_page_is_analyzed(browser, port, files):
     assert browser.find_element('id', 'status').text.startswith('three.png: 3 face(s), round trip ')
     lines = face_lines(browser)
     assert [line.split(':')[0] for line in lines] == ['face 1', 'face 2', 'face 3']
+
+
+def test_the_api_docs_render_offline(browser, port):
+    """/docs: Swagger UI from the server's own files (this machine reaches no CDN), one block per endpoint."""
+    browser.get('http://127.0.0.1:%d/docs' % port)
+    paths = wait_for(browser, "const blocks = document.querySelectorAll('.opblock-summary-path');"
+                              "return blocks.length >= 4 && [...blocks].map(b => b.textContent)", 'the endpoints')
+    assert sorted(paths) == ['/', '/analyze', '/health', '/info']
