@@ -9,6 +9,8 @@ import io
 import json
 import os
 import re
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -25,6 +27,7 @@ import prepare_data
 import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = 300  # faces of each test split compared with the session
 
 
@@ -179,6 +182,27 @@ def test_predict_with_litert_gives_the_session_s_answer(exported, tmp_path):
             assert session_face[name]['label'] == lite_face[name]['label']
             for c in CLASS_NAMES[task]:  # printed to 4 decimals
                 assert abs(session_face[name]['probabilities'][c] - lite_face[name]['probabilities'][c]) <= 2e-4
+
+
+@pytest.mark.slow
+def test_the_readme_example_runs_with_litert_alone(exported):
+    """README's example, run as it is written (the file's path swapped in) in a Python of its own: no project
+    module, no TensorFlow, and the probabilities of litert_model."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        example = re.search(r'```python\n(.*?ai_edge_litert.*?)```', f.read(), re.S).group(1)
+    assert len(example.strip().splitlines()) <= 6
+    assert re.findall(r'^(?:import|from) (\S+)', example, re.M) == ['numpy', 'ai_edge_litert.interpreter']
+    check = ('\nimport json, sys\nprint(json.dumps({"tensorflow": "tensorflow" in sys.modules, "faces": faces.tolist(), '
+             '"probs": {k: v.tolist() for k, v in probs.items()}}))')
+    result = subprocess.run([sys.executable, '-c', example.replace('exported/bknet_int8.tflite', exported['int8'][0])
+                             + check], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    got = json.loads(result.stdout.strip().splitlines()[-1])
+    assert got['tensorflow'] is False
+    expected = litert_model.LiteRTModel(exported['int8'][0]).predict(np.array(got['faces'], np.uint8))
+    assert sorted(got['probs']) == sorted(TASK_NAMES[t] for t in TASKS)
+    for task in TASKS:
+        np.testing.assert_allclose(got['probs'][TASK_NAMES[task]], expected[task], atol=1e-6)
 
 
 # ----------------------------------------------------------------------------- refusals (no model, no data)
