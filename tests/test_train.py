@@ -27,7 +27,7 @@ tf = tf_setup.import_tf()
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ENTRY_POINTS = ['train.py', 'evaluate.py', 'predict.py', 'export.py', 'prepare_data.py', 'benchmarks/bench_data.py',
                 'benchmarks/bench_detect.py', 'benchmarks/bench_multitask.py', 'benchmarks/bench_recipe.py',
-                'benchmarks/bench_train.py',
+                'benchmarks/bench_train.py', 'benchmarks/bench_litert.py',
                 'serve.py', 'benchmarks/bench_serve.py']
 
 
