@@ -2,6 +2,7 @@
 
   python serve.py                                 the page at http://127.0.0.1:8000/, the shipped model
   python serve.py --checkpoint checkpoints/ --port 8080
+  python serve.py --checkpoint exported/bknet_int8.tflite   LiteRT runs the network (export.py --tflite, --engine)
   curl -F file=@photo.jpg http://127.0.0.1:8000/analyze          the JSON `predict.py photo.jpg --json` prints
   curl --data-binary @photo.jpg -H 'Content-Type: image/jpeg' 'http://127.0.0.1:8000/analyze?tta_views=2'
 
@@ -61,11 +62,10 @@ import numpy as np
 
 import checkpoints
 import faces
-import tf_setup
+import litert_model
 import tracking
 from config import CLASS_NAMES, TASK_NAMES
 from data_utils import DataError
-from tf_setup import tf
 
 MAX_UPLOAD_MB = 20  # a 20 MB JPEG is a large phone photo; MAX_PIXELS still applies below it
 DETECT_SIDE_MAX = faces.YUNET_MAX_SIDE  # detect_side for either detector: larger only costs time
@@ -336,6 +336,9 @@ async def _serve_live(websocket, analyzer, query):
 def parse_args(argv=None):
     p = cli.docstring_parser(__doc__, 1)
     cli.add_checkpoint_argument(p)
+    p.add_argument('--engine', choices=litert_model.ENGINES,
+                   help="as predict.py's: tf restores a checkpoint in a TensorFlow session, litert runs a .tflite file "
+                        'of export.py --tflite (default: litert for a .tflite --checkpoint)')
     p.add_argument('--host', default='127.0.0.1',
                    help='address to listen on; 0.0.0.0 makes the model reachable from the network (default: %(default)s)')
     p.add_argument('--port', type=int, default=8000, help='port to listen on (default: %(default)s)')
@@ -361,8 +364,8 @@ def main(argv=None):
     import uvicorn
     limit = int(args.max_upload_mb * 2 ** 20)
     try:
-        with tf.Graph().as_default() as graph, tf.Session(graph=graph, config=tf_setup.session_config()) as session:
-            analyzer = Analyzer(predict.Predictor(session, args.checkpoint), args.threads)
+        with litert_model.session_for(args.checkpoint, args.engine) as session:  # none for LiteRT
+            analyzer = Analyzer(predict.Predictor(session, args.checkpoint, engine=args.engine), args.threads)
             app = create_app(analyzer, limit, args.cors_origin)
             if args.host not in LOCAL_HOSTS:
                 print('--host %s: the model is now reachable from the network, not only from this machine'

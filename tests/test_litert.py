@@ -185,6 +185,28 @@ def test_predict_with_litert_gives_the_session_s_answer(exported, tmp_path):
 
 
 @pytest.mark.slow
+def test_serve_answers_with_litert_what_predict_does(exported, tmp_path):
+    from fastapi.testclient import TestClient
+
+    import serve
+    from test_predict import compose_faces
+    picture = str(tmp_path / 'faces.png')
+    cv2.imwrite(picture, compose_faces()[0])
+    code, printed, err = run(predict.main, [picture, '--json', '--checkpoint', exported['int8'][0]])
+    assert code == 0, err
+    analyzer = serve.Analyzer(predict.Predictor(None, exported['int8'][0]))
+    try:
+        with TestClient(serve.create_app(analyzer)) as client, open(picture, 'rb') as f:
+            answer = client.post('/analyze', content=f.read(), headers={'Content-Type': 'image/png'})
+            info = client.get('/info').json()
+    finally:
+        analyzer.close()
+    assert answer.status_code == 200, answer.text
+    assert answer.json()['faces'] == json.loads(printed)[0]['faces'] != []
+    assert info['checkpoint'] == exported['int8'][0]
+
+
+@pytest.mark.slow
 def test_the_readme_example_runs_with_litert_alone(exported):
     """README's example, run as it is written (the file's path swapped in) in a Python of its own: no project
     module, no TensorFlow, and the probabilities of litert_model."""
@@ -250,6 +272,14 @@ def test_a_truncated_tflite_file_is_one_line_in_evaluate_and_predict(truncated, 
         code, _, err = run(main, argv)
         assert_one_line(code, err, truncated, 'not a readable .tflite model')
     assert sorted(os.listdir(str(tmp_path))) == ['blank.png', 'cut.tflite']
+
+
+def test_serve_refuses_an_engine_that_does_not_fit_the_file_in_one_line(truncated):
+    import serve
+    code, _, err = run(serve.main, ['--engine', 'litert', '--checkpoint', checkpoints.PRETRAINED_DIR])
+    assert_one_line(code, err, '--engine litert runs a .tflite file')
+    code, _, err = run(serve.main, ['--checkpoint', truncated])
+    assert_one_line(code, err, truncated, 'not a readable .tflite model')
 
 
 def test_an_engine_that_does_not_fit_the_file_is_one_line(truncated, tmp_path):
