@@ -454,8 +454,9 @@ def _annotate_stream(args, predictor, source, capture):
 def _print_benchmark(args, predictor):
     """--benchmark: p50 latencies on the first picture."""
     count, session_ms, total_ms = benchmark(predictor, read_image(args.images[0]), args.benchmark)
-    print('%s: %d face(s), p50 of %d runs: session call %.1f ms, detection + crop + session call %.1f ms'
-          % (args.images[0], count, args.benchmark, session_ms, total_ms))
+    call = 'LiteRT call' if isinstance(predictor.net, litert_model.LiteRTModel) else 'session call'
+    print('%s: %d face(s), p50 of %d runs: %s %.1f ms, detection + crop + %s %.1f ms'
+          % (args.images[0], count, args.benchmark, call, session_ms, call, total_ms))
 
 
 def _predict_pictures(args, predictor, outputs):
