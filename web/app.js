@@ -114,6 +114,7 @@ function framesPerSecond(now) {
 }
 
 function answered(event) {
+  if (!live) return;  // the camera was stopped while this frame was on its way
   const now = performance.now();
   const answer = JSON.parse(event.data);
   if (answer.error) {
