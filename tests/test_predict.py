@@ -205,6 +205,23 @@ def test_picture_size_from_the_header(tmp_path, files):
     assert predict.picture_size(str(tmp_path / 'c.bmp')) is None  # another format: OpenCV checks it
 
 
+def test_a_truncated_jpeg_is_unreadable_and_bytes_after_its_end_are_not(files, tmp_path):
+    """OpenCV decodes a JPEG cut short without an error, greying what is missing; read_image refuses it."""
+    with open(files['faces.jpg'], 'rb') as f:
+        whole = f.read()
+    cut = str(tmp_path / 'cut.jpg')
+    for length in (len(whole) // 2, len(whole) - 2):  # mid-picture; only the end-of-image marker missing
+        with open(cut, 'wb') as f:
+            f.write(whole[:length])
+        assert cv2.imread(cut) is not None  # OpenCV alone takes it
+        with pytest.raises(predict.DataError, match='cut.jpg: not a readable picture'):
+            predict.read_image(cut)
+    padded = str(tmp_path / 'padded.jpg')
+    with open(padded, 'wb') as f:
+        f.write(whole + bytes(100))
+    np.testing.assert_array_equal(predict.read_image(padded), cv2.imread(files['faces.jpg']))
+
+
 @pytest.mark.parametrize('name, content', [('huge.png', png_header(100000, 100000)),
                                            ('huge.jpg', jpeg_claiming(12000, 10001))])
 def test_picture_above_the_pixel_limit_is_refused_from_its_header(files, tmp_path, monkeypatch, name, content):
