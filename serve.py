@@ -36,6 +36,7 @@ Public names:
                                   JSON, .frame(data, tracker, options) -> /live's, await .run(method, *args)
                                   runs one on its threads; .info() -> /info's; .close()
   check_options(detector, detect_side, tta_views) -> predictor options; BadInput when out of bounds
+  decode_picture(data, name)      a picture's bytes -> BGR uint8; BadInput (400 unreadable, 413 over MAX_PIXELS)
   content_kind(content_type)      'multipart/form-data' or 'image/...'; BadInput (415) for other types
   picture_from_body(body, content_type) -> (name, bytes) of an /analyze request
   create_app(analyzer, max_upload_bytes, cors_origins=()) -> the FastAPI app
@@ -72,8 +73,8 @@ DETECT_SIDE_MAX = faces.YUNET_MAX_SIDE  # detect_side for either detector: large
 WEB_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'web')
 INFERENCE_THREADS = 2  # = the cores measured on: more threads only wait, and each keeps its own detectors
 SHUTDOWN_SECONDS = 5  # Ctrl-C waits this long at most for the requests under way
-LOCAL_HOSTS = ('127.0.0.1', 'localhost', '::1')
-PICTURE_TYPES = 'multipart/form-data (field "file") or an image/jpeg or image/png body'
+_LOCAL_HOSTS = ('127.0.0.1', 'localhost', '::1')
+_PICTURE_TYPES = 'multipart/form-data (field "file") or an image/jpeg or image/png body'
 
 
 class BadInput(Exception):
@@ -175,7 +176,7 @@ def content_kind(content_type):
     kind = content_type.split(';')[0].strip().lower()
     if kind == 'multipart/form-data' or kind.startswith('image/'):
         return kind
-    raise BadInput(415, 'Content-Type %s: send a picture as %s' % (kind or 'missing', PICTURE_TYPES))
+    raise BadInput(415, 'Content-Type %s: send a picture as %s' % (kind or 'missing', _PICTURE_TYPES))
 
 
 def picture_from_body(body, content_type):
@@ -367,7 +368,7 @@ def main(argv=None):
         with litert_model.session_for(args.checkpoint, args.engine) as session:  # none for LiteRT
             analyzer = Analyzer(predict.Predictor(session, args.checkpoint, engine=args.engine), args.threads)
             app = create_app(analyzer, limit, args.cors_origin)
-            if args.host not in LOCAL_HOSTS:
+            if args.host not in _LOCAL_HOSTS:
                 print('--host %s: the model is now reachable from the network, not only from this machine'
                       % args.host)
             host = '[%s]' % args.host if ':' in args.host else args.host
