@@ -44,11 +44,12 @@ def test_the_check_sees_an_upward_import(tmp_path):
 
 
 def test_importing_the_modules_loads_no_tensorflow_and_decides_no_onednn():
-    """TensorFlow loads when first used, so a command's cli.start can still choose oneDNN after its imports."""
-    code = ('import os, sys; import %s; print("tensorflow" in sys.modules, "TF_ENABLE_ONEDNN_OPTS" in os.environ)'
-            % ', '.join(LAYERS))
+    """TensorFlow loads when first used, so a command's cli.start can still choose oneDNN after its imports;
+    LiteRT's runtime too, when a .tflite file is first opened."""
+    code = ('import os, sys; import %s; print("tensorflow" in sys.modules, "TF_ENABLE_ONEDNN_OPTS" in os.environ, '
+            '"ai_edge_litert" in sys.modules)' % ', '.join(LAYERS))
     env = {k: v for k, v in os.environ.items() if k != 'TF_ENABLE_ONEDNN_OPTS'}
     result = subprocess.run([sys.executable, '-c', code], cwd=ROOT, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ['False', 'False']
+    assert result.stdout.split() == ['False', 'False', 'False']
