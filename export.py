@@ -36,7 +36,7 @@ existing one is only replaced with --force. The command prints each file's size.
 
 Either export is built in a hidden folder beside --out (.tmp-export-*) and moved into place when
 complete; an existing --out (with --weights: a weights.npz or config.json in it) is only replaced
-with --force. A replaced SavedModel folder is kept as .old-NAME until the new one is in place (the
+with --force. A replaced SavedModel folder is kept as .tmp-old-NAME until the new one is in place (the
 next export beside it puts it back if the new one never arrived); with --weights, the two files are
 listed in .unfinished.json while they are moved (files.publishing), so a stop between them leaves
 a pair that predict/evaluate refuse in one line, never old weights read with a new config. Ctrl-C

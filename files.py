@@ -10,7 +10,7 @@ folder rename cannot publish together are listed in a file, UNFINISHED, while th
 into place (publishing): readers refuse a file still listed there (unfinished).
 
 Public names:
-  TEMP_PREFIX, OLD_PREFIX          '.tmp-' (temporary files and folders), '.old-' (a replaced folder)
+  TEMP_PREFIX, OLD_PREFIX          '.tmp-' (temporary files and folders), '.tmp-old-' (a replaced folder)
   atomic_write(path, mode='wb')    a file object whose content replaces path in one rename when the block ends
   write_json(path, obj), read_json(path)
   staging_folder(parent, prefix)   a hidden folder in parent to build a many-file output in; always removed after
@@ -32,7 +32,7 @@ except ImportError:  # Windows: temp files are not locked, and a clean-up may ta
     fcntl = None
 
 TEMP_PREFIX = '.tmp-'
-OLD_PREFIX = '.old-'
+OLD_PREFIX = TEMP_PREFIX + 'old-'  # in our namespace: no user's folder is ever taken for one
 UNFINISHED = '.unfinished.json'
 
 
@@ -122,7 +122,11 @@ def replace_folder(built, out):
     try:
         _hold(fd)
         os.rename(out, old)
-        os.rename(built, out)
+        try:
+            os.rename(built, out)
+        except BaseException:  # an error or Ctrl-C, not a kill: put the old folder back at once
+            os.rename(old, out)
+            raise
     finally:
         os.close(fd)
     shutil.rmtree(old, ignore_errors=True)
@@ -152,7 +156,8 @@ def remove_leftovers(folder, prefix=TEMP_PREFIX, also=None):
     done = [n for n in names if n.startswith(OLD_PREFIX) and _recover(folder, n)]
     for name in names:
         path = os.path.join(folder, name)
-        if not (name.startswith(prefix) or (also is not None and also(name))) or _held_by_another_process(path):
+        ours = not name.startswith(OLD_PREFIX) and (name.startswith(prefix) or (also is not None and also(name)))
+        if not ours or _held_by_another_process(path):
             continue
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path, ignore_errors=True)

@@ -403,7 +403,7 @@ def test_best_killed_between_its_two_renames_is_put_back_whole(tmp_path, monkeyp
         with pytest.raises(KeyboardInterrupt):
             checkpoints.keep_if_best(session, run, dict(mean_accuracy=0.9, epoch=2))
         monkeypatch.undo()
-    assert renames == [os.path.join(run, '.old-best')] and not os.path.exists(best)
+    assert renames == [os.path.join(run, '.tmp-old-best')] and not os.path.exists(best)
     checkpoints.remove_leftovers(run)  # what the next run in the folder does first
     assert _contents(best) == first and sorted(os.listdir(run)) == [checkpoints.BEST_DIR]
     assert [os.path.basename(p) for p in checkpoints.find_checkpoints(best)] == ['model.ckpt-0']

@@ -196,11 +196,11 @@ def test_a_replaced_export_killed_between_its_renames_is_put_back_not_deleted(tm
     before = (out / 'saved_model.pb').read_bytes()
     # SIGKILL once the old export has moved aside, before the new one moves in: no export at --out
     run_killed('export.py', 'rename', 1, 'any', '--checkpoint', checkpoints.PRETRAINED_DIR, '--out', out, '--force')
-    assert not out.exists() and (tmp_path / '.old-bknet' / 'saved_model.pb').read_bytes() == before
+    assert not out.exists() and (tmp_path / '.tmp-old-bknet' / 'saved_model.pb').read_bytes() == before
     capsys.readouterr()
     # The next export beside it, even one that fails at once, puts the old export back first.
     assert export.main(['--checkpoint', str(tmp_path / 'missing'), '--out', str(tmp_path / 'other')]) == 2
-    assert 'put back %s from %s' % (out, tmp_path / '.old-bknet') in capsys.readouterr().out
+    assert 'put back %s from %s' % (out, tmp_path / '.tmp-old-bknet') in capsys.readouterr().out
     assert (out / 'saved_model.pb').read_bytes() == before and sorted(os.listdir(tmp_path)) == ['bknet']
 
 

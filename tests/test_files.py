@@ -80,21 +80,21 @@ def test_a_folder_replace_killed_between_or_after_its_renames_loses_nothing(tmp_
     script.write_text(REPLACE.format(root=ROOT, built=str(built), out=str(out)))
     run_killed(str(script), 'rename', renames, 'any')  # SIGKILL after the old folder moved aside (1), or both (2)
     assert sorted(os.listdir(tmp_path)) == sorted(['.tmp-export-x1', 'replace.py'] +
-                                                  (['.old-export'] if renames == 1 else ['.old-export', 'export']))
+                                                  (['.tmp-old-export'] if renames == 1 else ['.tmp-old-export', 'export']))
     removed = files.remove_leftovers(str(tmp_path), files.TEMP_PREFIX + 'export-')
-    assert removed == (['.tmp-export-x1'] if renames == 1 else ['.old-export', '.tmp-export-x1'])
-    assert ('put back %s from %s' % (out, tmp_path / '.old-export') in capsys.readouterr().out) == (renames == 1)
+    assert removed == (['.tmp-export-x1'] if renames == 1 else ['.tmp-export-x1', '.tmp-old-export'])
+    assert ('put back %s from %s' % (out, tmp_path / '.tmp-old-export') in capsys.readouterr().out) == (renames == 1)
     assert (out / 'saved_model.pb').read_text() == ('old' if renames == 1 else 'new')
     assert sorted(os.listdir(tmp_path)) == ['export', 'replace.py']
 
 
 def test_a_replace_under_way_is_not_undone_by_a_clean_up(tmp_path):
     import fcntl
-    (tmp_path / '.old-export').mkdir()  # another process has moved the old folder aside and holds it
-    fd = os.open(str(tmp_path / '.old-export'), os.O_RDONLY)
+    (tmp_path / '.tmp-old-export').mkdir()  # another process has moved the old folder aside and holds it
+    fd = os.open(str(tmp_path / '.tmp-old-export'), os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        assert files.remove_leftovers(str(tmp_path)) == [] and os.listdir(tmp_path) == ['.old-export']
+        assert files.remove_leftovers(str(tmp_path)) == [] and os.listdir(tmp_path) == ['.tmp-old-export']
     finally:
         os.close(fd)
 
@@ -142,3 +142,22 @@ def test_a_clean_up_in_another_process_leaves_a_live_write_alone(tmp_path):
         writer.wait(timeout=30)
     temp = os.listdir(tmp_path)
     assert files.remove_leftovers(str(tmp_path)) == temp and os.listdir(tmp_path) == []  # its writer is dead now
+
+
+def test_a_folder_replace_that_fails_on_its_second_rename_puts_the_old_folder_back_at_once(tmp_path, monkeypatch):
+    out, built = tmp_path / 'export', tmp_path / '.tmp-export-x1'
+    out.mkdir()
+    (out / 'saved_model.pb').write_text('old')
+    built.mkdir()
+    real, calls = os.rename, []
+
+    def second_fails(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(28, 'No space left on device')
+        real(src, dst)
+    monkeypatch.setattr(files.os, 'rename', second_fails)
+    with pytest.raises(OSError):
+        files.replace_folder(str(built), str(out))
+    monkeypatch.undo()
+    assert (out / 'saved_model.pb').read_text() == 'old' and sorted(os.listdir(tmp_path)) == ['.tmp-export-x1', 'export']
