@@ -95,6 +95,20 @@ def shared_data_dir():
 
 
 @pytest.fixture(scope='session')
+def real_data_dir(shared_data_dir, tmp_path_factory):
+    """The three real archives imported once into the practice's layout (a temp folder) -> its path."""
+    import contextlib
+    import io
+
+    import prepare_data
+    data_dir = str(tmp_path_factory.mktemp('real') / 'data')
+    with contextlib.redirect_stdout(io.StringIO()):
+        for task, archive in (('smile', 'genki4k.npz'), ('emotion', 'fer2013.npz'), ('gender', 'gender.npz')):
+            prepare_data.import_npz(os.path.join(shared_data_dir, archive), prepare_data.TASK_BY_NAME[task], data_dir)
+    return data_dir
+
+
+@pytest.fixture(scope='session')
 def demo_checkpoint(demo_dir, tmp_path_factory):
     """A model trained on the demo data (3 epochs of batch 64 like train.py --demo, ~1 min); returns its folder.
 

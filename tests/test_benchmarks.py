@@ -36,11 +36,21 @@ def test_bench_train_quick_run_prints_the_table():
 
 
 def _tiny_runs(demo_dir, tmp_path, named_flags):
-    """2-step training runs on the demo data, one folder each under tmp_path/runs: -> that folder."""
+    """2-step training runs on the demo data, one folder each under tmp_path/runs, started together
+    (each is mostly TensorFlow's start-up, on one core): -> that folder."""
     runs = tmp_path / 'runs'
-    for name, flags in named_flags:
-        _run('train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name), '--max-steps', '2',
-             '--batch-size', '32', '--quiet', *flags)
+    started = [subprocess.Popen([sys.executable, 'train.py', '--data-dir', demo_dir, '--checkpoint-dir', str(runs / name),
+                                 '--max-steps', '2', '--batch-size', '32', '--quiet', *flags],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+               for name, flags in named_flags]
+    try:
+        for process in started:
+            _, err = process.communicate(timeout=600)
+            assert process.returncode == 0, err
+    finally:
+        for process in started:
+            process.kill()
+            process.wait(timeout=30)
     return runs
 
 

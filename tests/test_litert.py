@@ -23,7 +23,6 @@ import export
 import files
 import litert_model
 import predict
-import prepare_data
 import tf_setup
 from config import CLASS_NAMES, EMOTION, GENDER, SMILE, TASK_NAMES, TASKS
 
@@ -51,12 +50,8 @@ def assert_one_line(code, err, *fragments):
 
 
 @pytest.fixture(scope='module')
-def real_dir(shared_data_dir, tmp_path_factory):
-    data_dir = str(tmp_path_factory.mktemp('real') / 'data')
-    with contextlib.redirect_stdout(io.StringIO()):
-        for task, archive in (('smile', 'genki4k.npz'), ('emotion', 'fer2013.npz'), ('gender', 'gender.npz')):
-            prepare_data.import_npz(os.path.join(shared_data_dir, archive), prepare_data.TASK_BY_NAME[task], data_dir)
-    return data_dir
+def real_dir(real_data_dir):
+    return real_data_dir
 
 
 @pytest.fixture(scope='module')

@@ -585,8 +585,11 @@ def test_homework_check_rejects_a_model_that_learned_nothing(student, tmp_path):
                              before=setup)
     finally:
         student.run_source('CHECKPOINT_DIR = %r' % student.checkpoint_dir)
-    assert re.match(r'evaluate_test_sets\(\): smile test: độ chính xác 0\.\d+ không hơn lớp phổ biến nhất \(0\.\d+\) '
-                    r'5 điểm: mô hình chưa học được gì', the_error(check)), the_error(check)
+    # An untrained network is near chance everywhere, but by how much varies with its initialisation: the
+    # check names the first test set it does not beat by 5 points.
+    assert re.match(r'evaluate_test_sets\(\): (smile test|emotion public test|emotion private test|gender test): '
+                    r'độ chính xác 0\.\d+ không hơn lớp phổ biến nhất \(0\.\d+\) 5 điểm: mô hình chưa học được gì',
+                    the_error(check)), the_error(check)
 
 
 # ----------------------------------------------------------------------------- beyond.ipynb
